@@ -1,0 +1,39 @@
+"""`surgeon models` (the aliases of the papers' checkpoints) and `surgeon tiny` (offline test models)."""
+from __future__ import annotations
+
+import typer
+
+from surgeon_cli.render import console, print_json
+
+
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """List the model aliases and whether each is in the local Hugging Face cache."""
+    from surgeon.refs import ALIASES, cached_snapshot
+
+    rows = [
+        {"alias": a.name, "hub_id": a.hub_id, "family": a.family, "used_in": a.used_in,
+         "cached": str(cached_snapshot(a.hub_id) or "")}
+        for a in ALIASES.values()
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("alias", "checkpoint", "family", "used in", "local cache", box=None, header_style="bold")
+    for r in rows:
+        table.add_row(r["alias"], r["hub_id"], r["family"], r["used_in"], r["cached"] or "[dim]not cached[/dim]")
+    console().print(table)
+
+
+def tiny(
+    family: str = typer.Argument(..., help="ast, vit, bert, hubert or wav2vec2."),
+    out: str = typer.Option(..., "--out", "-o", help="Directory to write (save_pretrained layout)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation."),
+):
+    """Build a tiny random model of a family from its config and save it (offline demos and tests)."""
+    from surgeon.tiny import save_tiny
+
+    path = save_tiny(family, out, force=force, seed=seed)
+    print(f"wrote tiny {family} model to {path}")

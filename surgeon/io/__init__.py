@@ -1,0 +1,1 @@
+"""Checkpoint input and output: safetensors headers, lazy reading, streaming atomic writing."""

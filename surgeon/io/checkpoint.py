@@ -1,0 +1,206 @@
+"""A checkpoint on disk, read lazily: headers at once, tensors one at a time on request.
+
+Works on a Hugging Face model directory (``config.json`` + ``model.safetensors``, or shards with
+``model.safetensors.index.json``), a bare ``.safetensors`` file, or a model reference (see refs.py).
+Opening reads only headers, so it is cheap for any size and needs no torch; `get` reads exactly one
+tensor's bytes (plain reads, no mmap), so a merge of two large checkpoints holds a tensor of each.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+from surgeon.anatomy import Family, detect_family
+from surgeon.errors import SurgeonError
+from surgeon.io.pickle_checkpoint import PICKLE_SUFFIXES, is_pickle_path, load_pickle_state_dict, refuse
+from surgeon.io.safetensors_header import TensorInfo, read_header
+from surgeon.io.writer import INDEX_NAME, WEIGHTS_NAME, st_dtype, torch_dtype
+
+
+def read_json(path: Path, what: str = "") -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as e:
+        raise SurgeonError(f"{path}: cannot read{what}: {e.strerror or e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SurgeonError(f"{path}: not valid JSON{what} ({e})") from None
+    if not isinstance(doc, dict):
+        raise SurgeonError(f"{path}: expected a JSON object{what}")
+    return doc
+
+
+@dataclass
+class Checkpoint:
+    path: Path  # what the user named (a directory or a file)
+    format: str  # "safetensors" | "safetensors-sharded" | "pickle"
+    files: list[Path]
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str] = field(default_factory=dict)
+    config: dict | None = None
+    _loaded: dict | None = None  # pickle checkpoints are held in memory
+
+    # -- opening --------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, ref: str | os.PathLike, *, allow_pickle: bool = False) -> "Checkpoint":
+        from surgeon.refs import resolve
+
+        path = resolve(ref)
+        if path.is_dir():
+            return cls._open_dir(path, allow_pickle)
+        return cls._open_file(path, allow_pickle, config=None)
+
+    @classmethod
+    def _open_dir(cls, path: Path, allow_pickle: bool) -> "Checkpoint":
+        config = read_json(path / "config.json") if (path / "config.json").exists() else None
+        if (path / INDEX_NAME).exists():
+            return cls._open_sharded(path, path / INDEX_NAME, config)
+        if (path / WEIGHTS_NAME).exists():
+            return cls._open_file(path / WEIGHTS_NAME, allow_pickle, config, shown=path)
+        singles = sorted(path.glob("*.safetensors"))
+        if len(singles) == 1:
+            return cls._open_file(singles[0], allow_pickle, config, shown=path)
+        pickles = sorted(p for p in path.iterdir() if is_pickle_path(p))
+        if pickles:
+            return cls._open_file(pickles[0], allow_pickle, config, shown=path)
+        raise SurgeonError(f"{path}: no model weights (model.safetensors or {INDEX_NAME}) in this directory")
+
+    @classmethod
+    def _open_file(cls, file: Path, allow_pickle: bool, config: dict | None, shown: Path | None = None):
+        if is_pickle_path(file):
+            if not allow_pickle:
+                raise refuse(file)
+            state = load_pickle_state_dict(file)
+            infos = {
+                k: TensorInfo(k, st_dtype(t.dtype), tuple(t.shape), file, 0, t.numel() * t.element_size())
+                for k, t in state.items()
+            }
+            return cls(shown or file, "pickle", [file], infos, {}, config, state)
+        if not file.is_file():
+            raise SurgeonError(f"{file}: not a file")
+        header = read_header(file)
+        return cls(shown or file, "safetensors", [file], header.tensors, header.metadata, config)
+
+    @classmethod
+    def _open_sharded(cls, path: Path, index_path: Path, config: dict | None) -> "Checkpoint":
+        index = read_json(index_path)
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise SurgeonError(f"{index_path}: no weight_map")
+        tensors: dict[str, TensorInfo] = {}
+        metadata: dict[str, str] = {}
+        files = []
+        for shard in sorted(set(weight_map.values())):
+            file = path / shard
+            if not file.is_file():
+                raise SurgeonError(f"{index_path}: shard {shard} is missing")
+            header = read_header(file)
+            files.append(file)
+            metadata.update(header.metadata)
+            for name, info in header.tensors.items():
+                if weight_map.get(name) != shard:
+                    raise SurgeonError(f"{file}: tensor {name!r} is not mapped to this shard in {index_path.name}")
+                tensors[name] = info
+        missing = [k for k in weight_map if k not in tensors]
+        if missing:
+            raise SurgeonError(f"{index_path}: {len(missing)} tensors in the index are in no shard (first: {missing[0]})")
+        return cls(path, "safetensors-sharded", files, tensors, metadata, config)
+
+    # -- description ----------------------------------------------------------------------------
+    @cached_property
+    def family(self) -> Family:
+        return detect_family(self.config, self.tensors.keys(), source=str(self.path))
+
+    @cached_property
+    def prefix(self) -> str:
+        """Text before the layer list in this checkpoint's keys ('bert.' in a task model, '' bare)."""
+        p = self.family.prefix_in(self.tensors.keys(), "disk")
+        return p if p is not None else (self.family.prefix_in(self.tensors.keys(), "memory") or "")
+
+    @cached_property
+    def scheme(self) -> str:
+        """Naming scheme of the keys: 'disk' (classic names) or 'memory' (transformers-5 names)."""
+        return "disk" if self.family.prefix_in(self.tensors.keys(), "disk") is not None else "memory"
+
+    @cached_property
+    def dims(self) -> dict:
+        """num_layers, hidden_size, num_heads, intermediate_size (from config, else from shapes)."""
+        fam = self.family
+        dims = fam.dims(self.config) if self.config else dict.fromkeys(fam.config_keys)
+        keys = self.tensors.keys()
+        if dims.get("num_layers") is None:
+            dims["num_layers"] = fam.num_layers_in(keys, self.scheme)
+        q = self.tensors.get(self.role_key(0, "q"))
+        if dims.get("hidden_size") is None and q:
+            dims["hidden_size"] = q.shape[0]
+        f = self.tensors.get(self.role_key(0, "ffn_in"))
+        if dims.get("intermediate_size") is None and f:
+            dims["intermediate_size"] = f.shape[0]
+        return dims
+
+    def role_key(self, layer: int, role: str, leaf: str = "weight") -> str:
+        return self.family.key(layer, role, leaf, scheme=self.scheme, prefix=self.prefix)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(t.numel for t in self.tensors.values() if t.is_float)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    # -- tensors --------------------------------------------------------------------------------
+    def keys(self):
+        return self.tensors.keys()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise SurgeonError(f"{self.path}: no tensor named {name!r}") from None
+
+    def get(self, name: str):
+        """Read one tensor into memory (a fresh CPU tensor that owns its bytes)."""
+        info = self.info(name)
+        if self._loaded is not None:
+            return self._loaded[name]
+        import torch
+
+        dtype = torch_dtype(info.dtype)
+        if info.nbytes == 0:
+            return torch.empty(info.shape, dtype=dtype)
+        buf = bytearray(info.nbytes)
+        try:
+            with open(info.file, "rb", buffering=0) as f:
+                f.seek(info.begin)
+                got = f.readinto(buf)
+        except OSError as e:
+            raise SurgeonError(f"{info.file}: cannot read tensor {name!r}: {e.strerror or e}") from None
+        if got != info.nbytes:
+            raise SurgeonError(f"{info.file}: truncated while reading tensor {name!r}")
+        return torch.frombuffer(buf, dtype=dtype).reshape(info.shape)
+
+    def iter_tensors(self, names=None) -> Iterator[tuple[str, object]]:
+        for name in names if names is not None else self.tensors:
+            yield name, self.get(name)
+
+    def state_dict(self) -> dict:
+        """Every tensor in memory (for small models and tests; large jobs should stream)."""
+        return dict(self.iter_tensors())
+
+    def sibling_files(self) -> list[Path]:
+        """Non-weight files of a model directory (config, tokenizer, feature extractor...), for copying."""
+        if not self.path.is_dir():
+            return []
+        weights = {f.name for f in self.files} | {INDEX_NAME}
+        return [
+            p for p in sorted(self.path.iterdir())
+            if p.is_file() and p.name not in weights and not p.name.endswith(PICKLE_SUFFIXES)
+            and not p.name.endswith(".safetensors")
+        ]

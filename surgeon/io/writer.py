@@ -1,0 +1,190 @@
+"""Stream tensors into safetensors files, one tensor in memory at a time.
+
+The header of a safetensors file precedes its data, so the writer takes the full plan (name, dtype,
+shape of every tensor) up front, writes the headers, then accepts tensors in plan order. Above
+`max_shard_bytes` the checkpoint is split into `model-0000i-of-0000n.safetensors` shards with a
+`model.safetensors.index.json`, the layout transformers reads. Call it inside `atomic_output` so
+that the files appear only when complete.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from surgeon.errors import SurgeonError
+from surgeon.io.safetensors_header import DTYPE_SIZES
+
+DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3  # transformers' default shard size
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+
+_TORCH_TO_ST = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "int64": "I64", "int32": "I32",
+    "int16": "I16", "int8": "I8", "uint8": "U8", "uint16": "U16", "uint32": "U32", "uint64": "U64", "bool": "BOOL",
+}
+
+
+def st_dtype(torch_dtype) -> str:
+    """safetensors dtype name of a torch dtype."""
+    return _TORCH_TO_ST[str(torch_dtype).removeprefix("torch.")]
+
+
+def torch_dtype(st: str):
+    import torch
+
+    return getattr(torch, {v: k for k, v in _TORCH_TO_ST.items()}[st])
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # safetensors dtype name
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPE_SIZES[self.dtype]
+
+
+def plan_shards(specs: list[TensorSpec], max_shard_bytes: int) -> list[list[TensorSpec]]:
+    shards: list[list[TensorSpec]] = [[]]
+    size = 0
+    for s in specs:
+        if shards[-1] and size + s.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(s)
+        size += s.nbytes
+    return shards
+
+
+def _header_bytes(specs: list[TensorSpec], metadata: Mapping[str, str] | None) -> bytes:
+    doc: dict = {}
+    if metadata:
+        doc["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for s in specs:
+        doc[s.name] = {"dtype": s.dtype, "shape": list(s.shape), "data_offsets": [offset, offset + s.nbytes]}
+        offset += s.nbytes
+    raw = json.dumps(doc, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # align the data buffer to 8 bytes, as the reference library does
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def tensor_bytes(tensor) -> memoryview:
+    """The raw little-endian bytes of a CPU tensor, without a copy when it is contiguous."""
+    t = tensor.detach().cpu().contiguous()
+    if t.numel() == 0:
+        return memoryview(b"")
+    import torch
+
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
+
+class CheckpointWriter:
+    """Write a checkpoint into `directory` (an empty folder, normally from atomic_output)."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        specs: Iterable[TensorSpec],
+        metadata: Mapping[str, str] | None = None,
+        max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+        filename: str = WEIGHTS_NAME,
+    ):
+        self.directory = Path(directory)
+        self.specs = list(specs)
+        names = [s.name for s in self.specs]
+        if len(set(names)) != len(names):
+            raise SurgeonError("duplicate tensor names in the output plan")
+        self.metadata = dict(metadata or {})
+        self.shards = plan_shards(self.specs, max_shard_bytes)
+        stem = filename.removesuffix(".safetensors")
+        n = len(self.shards)
+        self.filenames = [filename] if n == 1 else [f"{stem}-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        self.index_name = f"{stem}.safetensors.index.json"
+        self._order = [(si, s) for si, shard in enumerate(self.shards) for s in shard]
+        self._pos = 0
+        self._shard = -1
+        self._fh = None
+
+    def _open(self, si: int):
+        if self._fh:
+            self._fh.close()
+        self._shard = si
+        self._fh = open(self.directory / self.filenames[si], "wb")
+        self._fh.write(_header_bytes(self.shards[si], self.metadata))
+
+    def write(self, name: str, tensor) -> None:
+        if self._pos >= len(self._order):
+            raise SurgeonError(f"tensor {name!r} is not in the output plan")
+        si, spec = self._order[self._pos]
+        if spec.name != name:
+            raise SurgeonError(f"tensors must be written in plan order: expected {spec.name!r}, got {name!r}")
+        got = (st_dtype(tensor.dtype), tuple(tensor.shape))
+        if got != (spec.dtype, spec.shape):
+            raise SurgeonError(f"tensor {name!r}: planned {spec.dtype} {list(spec.shape)}, got {got[0]} {list(got[1])}")
+        if si != self._shard:
+            self._open(si)
+        self._fh.write(tensor_bytes(tensor))
+        self._pos += 1
+
+    def close(self) -> list[Path]:
+        if self._pos != len(self._order):
+            missing = self._order[self._pos][1].name
+            raise SurgeonError(f"output incomplete: tensor {missing!r} was never written")
+        if not self._order:  # an empty checkpoint is still a valid file
+            self._open(0)
+        if self._fh:
+            self._fh.close()
+            self._fh = None
+        if len(self.shards) > 1:
+            index = {
+                "metadata": {"total_size": sum(s.nbytes for s in self.specs), **self.metadata},
+                "weight_map": {s.name: self.filenames[si] for si, s in self._order},
+            }
+            (self.directory / self.index_name).write_text(json.dumps(index, indent=2))
+        return [self.directory / f for f in self.filenames]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.close()
+        elif self._fh:
+            self._fh.close()
+
+
+def write_checkpoint(
+    directory: str | os.PathLike,
+    specs: Iterable[TensorSpec],
+    produce: Callable[[TensorSpec], object],
+    metadata: Mapping[str, str] | None = None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    filename: str = WEIGHTS_NAME,
+) -> list[Path]:
+    """Write every planned tensor, asking `produce(spec)` for each in turn (streaming)."""
+    writer = CheckpointWriter(directory, specs, metadata, max_shard_bytes, filename)
+    with writer:
+        for spec in writer.specs:
+            writer.write(spec.name, produce(spec))
+    return [Path(directory) / f for f in writer.filenames]
+
+
+def save_state_dict(
+    directory: str | os.PathLike,
+    state_dict: Mapping[str, object],
+    metadata: Mapping[str, str] | None = None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    filename: str = WEIGHTS_NAME,
+) -> list[Path]:
+    """Write an in-memory state dict (tensors sharing storage are written as separate copies)."""
+    specs = [TensorSpec(k, st_dtype(t.dtype), tuple(t.shape)) for k, t in state_dict.items()]
+    return write_checkpoint(directory, specs, lambda s: state_dict[s.name], metadata, max_shard_bytes, filename)

@@ -1,0 +1,56 @@
+"""How injected modules are named, so any tool can find them from key names alone.
+
+Every module surgeon injects is attached under an attribute named ``surgeon_<method>`` (hyphens
+become underscores), optionally followed by ``__<slot>`` when one layer holds several
+(``surgeon_bottleneck__ffn``). Its parameters therefore carry that path segment in every checkpoint,
+which is how `surgeon inspect` lists the surgery from headers alone and how `strip` finds what to
+remove. Methods that add no module (bitfit, linear, full) are known from the surgery record that is
+stored as JSON in the safetensors metadata under RECORD_KEY.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Mapping
+
+MODULE_PREFIX = "surgeon_"
+RECORD_KEY = "surgeon.surgery"
+_SEGMENT = re.compile(r"(?:^|\.)surgeon_([a-z0-9]+(?:_[a-z0-9]+)*?)(?:__[a-z0-9_]+)?(?:\.|$)")
+
+
+def module_attr(method: str, slot: str | None = None) -> str:
+    """Attribute name for an injected module of `method` (e.g. 'surgeon_soft_moa__mhsa')."""
+    name = MODULE_PREFIX + method.replace("-", "_")
+    return f"{name}__{slot}" if slot else name
+
+
+def method_of_key(key: str) -> str | None:
+    """The method whose injected module holds this tensor, or None for a base-model tensor."""
+    m = _SEGMENT.search(key)
+    return m.group(1).replace("_", "-") if m else None
+
+
+def find_surgery(numel_by_key: Mapping[str, int], metadata: Mapping[str, str] | None = None) -> list[dict]:
+    """[{method, num_parameters}] for every method found in keys or in the surgery record."""
+    found: dict[str, int] = {}
+    for key, numel in numel_by_key.items():
+        method = method_of_key(key)
+        if method:
+            found[method] = found.get(method, 0) + numel
+    record = parse_record(metadata)
+    for entry in record.get("methods", []) if record else []:
+        name = entry.get("method")
+        if name and name not in found:
+            found[name] = int(entry.get("num_parameters", 0))
+    return [{"method": m, "num_parameters": n} for m, n in found.items()]
+
+
+def parse_record(metadata: Mapping[str, str] | None) -> dict | None:
+    raw = (metadata or {}).get(RECORD_KEY)
+    if not raw:
+        return None
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
