@@ -50,6 +50,9 @@ def save_tiny(family: str, out: str | os.PathLike, *, force: bool = False, **kwa
     """Build a tiny model and save it with save_pretrained, atomically."""
     from surgeon.io.atomic import atomic_output
 
+    from surgeon.hf import quiet_transformers
+
+    quiet_transformers()
     model = build_tiny(family, **kwargs)
     with atomic_output(out, force=force) as tmp:
         model.save_pretrained(tmp)
