@@ -12,8 +12,12 @@ import sys
 
 import typer
 
+from surgeon_cli.commands import demo as demo_cmd
+from surgeon_cli.commands import inject as inject_cmd
 from surgeon_cli.commands import inspect as inspect_cmd
+from surgeon_cli.commands import merge as merge_cmd
 from surgeon_cli.commands import models as models_cmd
+from surgeon_cli.commands import train as train_cmd
 
 app = typer.Typer(
     name="surgeon",
@@ -39,9 +43,19 @@ def _root(
 
 
 # One line per command; each module holds its command's options and help.
+app.command("demo")(demo_cmd.demo)
+app.command("inject")(inject_cmd.inject)
+app.command("strip")(inject_cmd.strip)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("models")(models_cmd.models)
+app.command("merge")(merge_cmd.merge)
+app.command("merge-lora")(merge_cmd.merge_lora)
+app.add_typer(merge_cmd.export_app, name="export")
 app.command("tiny")(models_cmd.tiny)
+app.command("train")(train_cmd.train)
+app.command("eval")(train_cmd.eval_)
+app.command("validate")(train_cmd.validate)
+app.add_typer(train_cmd.recipes_app, name="recipes")
 
 
 def _fail(message: str, code: int) -> None:
@@ -49,9 +63,12 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def run(argv: list[str] | None = None) -> None:
-    import click
+def _is_usage_error(e: Exception) -> bool:
+    # typer vendors click privately; its usage errors are recognised by their interface
+    return hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int)
 
+
+def run(argv: list[str] | None = None) -> None:
     from surgeon.errors import SurgeonError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -64,18 +81,22 @@ def run(argv: list[str] | None = None) -> None:
         if debug:
             raise
         _fail(str(e), e.exit_code)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("surgeon: interrupted", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as e:  # usage errors: unknown option, bad value, missing argument
-        if debug:
-            raise
-        _fail(f"{e.format_message()} (see 'surgeon {' '.join(a for a in argv[:1] if not a.startswith('-'))} --help')", e.exit_code)
     except Exception as e:
         if debug:
             raise
+        if _is_usage_error(e):  # unknown option, bad value, missing argument
+            message = e.format_message()
+            if not message:  # bare `surgeon`: the help was printed
+                sys.exit(0 if not argv else 2)
+            known = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+            command = next((a for a in argv if not a.startswith("-")), "")
+            see = f"surgeon {command} --help" if command in known else "surgeon --help"
+            _fail(f"{message} (see '{see}')", 2)
         _fail(f"internal error: {e.__class__.__name__}: {e} (rerun with --debug for the traceback)", 1)
     sys.exit(result if isinstance(result, int) else 0)
 

@@ -31,4 +31,6 @@ def print_json(doc) -> None:
 def console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    out = Console(highlight=False)
+    # piped output has no width to fit: do not fold long tensor names at 80 columns
+    return out if out.is_terminal else Console(highlight=False, width=200)

@@ -61,7 +61,7 @@ def _download(hub_id: str, shown: str) -> Path:
     cache = hf_cache_dir()
     if _offline():
         raise SurgeonError(
-            f"{shown}: {hub_id} is not in the local Hugging Face cache ({cache}) and downloads are off "
+            f"{shown}: not in the local Hugging Face cache ({cache}) and downloads are off "
             "(HF_HUB_OFFLINE); download it where the Hub is reachable or pass a local path"
         )
     try:
@@ -71,7 +71,7 @@ def _download(hub_id: str, shown: str) -> Path:
     except Exception as e:  # network errors come in many types; all mean the same here
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else e.__class__.__name__
         raise SurgeonError(
-            f"{shown}: {hub_id} is not in the local Hugging Face cache ({cache}) and the Hub is unreachable "
+            f"{shown}: not in the local Hugging Face cache ({cache}) and the Hub is unreachable "
             f"({reason}); download it where the Hub is reachable or pass a local path"
         ) from None
 

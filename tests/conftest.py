@@ -33,3 +33,31 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(params=FAMILIES)
 def family(request):
     return request.param
+
+
+class CliResult:
+    def __init__(self, code, out, err):
+        self.code, self.out, self.err = code, out, err
+
+    def json(self):
+        import json
+
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys):
+    """cli('inspect', path, '--json') -> CliResult(code, out, err), running the real entry point in-process."""
+    from surgeon_cli.main import run
+
+    def invoke(*args):
+        capsys.readouterr()
+        try:
+            run([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke
