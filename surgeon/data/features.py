@@ -1,0 +1,160 @@
+"""What the model sees: the AST log-mel filterbank or the raw waveform, and how audio is read.
+
+FeatureSpec holds every setting; `cache_key()` hashes the ones that change the features, so the
+on-disk cache (cache.py) is invalidated when any of them changes. SpecAugment settings are not part
+of the key: masking is applied after the cache, on training items only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+from surgeon.errors import SurgeonError
+
+TARGET_RATE = 16000
+# AST's normalisation statistics (AudioSet), used by the papers for every dataset
+AST_MEAN, AST_STD = -4.2677393, 4.5689974
+
+FBANK_FAMILIES = ("ast", "vit")
+WAVEFORM_FAMILIES = ("hubert", "wav2vec2")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    kind: Literal["fbank", "waveform"] = "fbank"
+    sample_rate: int = TARGET_RATE
+    max_frames: int = 1024  # fbank: frames of 10 ms; padded or cut
+    max_seconds: float | None = None  # waveform: pad/cut length (None: keep, collate pads)
+    num_mel_bins: int = 128
+    norm_mean: float = AST_MEAN
+    norm_std: float = AST_STD  # fbank normalised as (x - mean) / (2 * std)
+    normalize_waveform: bool = False  # waveform: zero mean, unit variance per clip (do_normalize)
+    freq_mask: int = 0  # SpecAugment (training items only); not part of the cache key
+    time_mask: int = 0
+
+    def __post_init__(self):
+        if self.kind not in ("fbank", "waveform"):
+            raise SurgeonError(f"data.features: unknown kind {self.kind!r}; expected 'fbank' or 'waveform'")
+        if self.sample_rate <= 0 or self.max_frames <= 0 or self.num_mel_bins <= 0:
+            raise SurgeonError("data.features: sample_rate, max_frames and num_mel_bins must be positive")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise SurgeonError("data.max_seconds: must be positive")
+        if self.freq_mask < 0 or self.time_mask < 0:
+            raise SurgeonError("data.features: SpecAugment mask widths cannot be negative")
+
+    def cache_key(self) -> str:
+        """Hash of every setting that changes the cached features."""
+        settings = asdict(self)
+        for name in ("freq_mask", "time_mask"):
+            settings.pop(name)
+        if self.kind == "fbank":
+            for name in ("max_seconds", "normalize_waveform"):
+                settings.pop(name)
+        else:
+            for name in ("max_frames", "num_mel_bins", "norm_mean", "norm_std"):
+                settings.pop(name)
+        settings["version"] = 1  # bump when the computation itself changes
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def augments(self) -> bool:
+        return self.kind == "fbank" and (self.freq_mask > 0 or self.time_mask > 0)
+
+
+def feature_spec_for(model_config: dict, family_name: str, **overrides) -> FeatureSpec:
+    """The features a model of `family_name` expects: the AST fbank for ast/vit (max_frames from
+    config.max_length unless overridden), the waveform for hubert/wav2vec2 (normalised when the
+    config's feature extractor uses layer norm, as the large checkpoints' do_normalize says, unless
+    `normalize_waveform` is given; pass `preprocessor_config` (preprocessor_config.json as a dict)
+    to take do_normalize and the sampling rate from it)."""
+    known = {f.name for f in fields(FeatureSpec)} | {"preprocessor_config"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SurgeonError(f"data.features: unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    pre = overrides.pop("preprocessor_config", None) or {}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if family_name in FBANK_FAMILIES:
+        base = dict(kind="fbank", max_frames=int(model_config.get("max_length", 1024)),
+                    num_mel_bins=int(model_config.get("num_mel_bins", 128)))
+    elif family_name in WAVEFORM_FAMILIES:
+        do_normalize = pre.get("do_normalize", model_config.get("feat_extract_norm") == "layer")
+        base = dict(kind="waveform", normalize_waveform=bool(do_normalize),
+                    sample_rate=int(pre.get("sampling_rate", TARGET_RATE)))
+    else:
+        raise SurgeonError(f"model: no audio features for family {family_name!r}; "
+                           f"expected one of {', '.join(FBANK_FAMILIES + WAVEFORM_FAMILIES)}")
+    return FeatureSpec(**{**base, **overrides})
+
+
+# -- audio ---------------------------------------------------------------------------------------
+
+
+def load_audio(path: Path, sample_rate: int = TARGET_RATE):
+    """Read a file with soundfile, mix to mono, resample: float32 tensor [samples]."""
+    import soundfile as sf
+    import torch
+
+    if not Path(path).is_file():
+        raise SurgeonError(f"{path}: audio file not found")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SurgeonError(f"{path}: cannot read audio ({reason})") from None
+    if data.shape[0] == 0:
+        raise SurgeonError(f"{path}: the audio file holds no samples")
+    wav = torch.from_numpy(data).mean(dim=1)
+    return resample(wav, rate, sample_rate)
+
+
+def resample(wav, rate: int, target: int):
+    if rate == target:
+        return wav
+    import torchaudio.functional as AF
+
+    return AF.resample(wav, rate, target)
+
+
+# -- features ------------------------------------------------------------------------------------
+
+
+def fbank(wav, spec: FeatureSpec):
+    """Kaldi-compatible log-mel filterbank of the papers: [max_frames, num_mel_bins], normalised."""
+    import torch
+    import torchaudio.compliance.kaldi as kaldi
+
+    if wav.numel() < int(0.025 * spec.sample_rate):  # shorter than one 25 ms window: pad to one frame
+        wav = torch.nn.functional.pad(wav, (0, int(0.025 * spec.sample_rate) - wav.numel()))
+    x = kaldi.fbank(
+        wav.unsqueeze(0), htk_compat=True, sample_frequency=spec.sample_rate, use_energy=False,
+        window_type="hanning", num_mel_bins=spec.num_mel_bins, dither=0.0, frame_shift=10,
+    )
+    x = pad_or_cut(x, spec.max_frames)
+    return (x - spec.norm_mean) / (2 * spec.norm_std)
+
+
+def pad_or_cut(x, length: int):
+    """Cut or zero-pad dimension 0 to `length`."""
+    import torch
+
+    if x.shape[0] >= length:
+        return x[:length].contiguous()
+    pad = [0, 0] * (x.dim() - 1) + [0, length - x.shape[0]]
+    return torch.nn.functional.pad(x, pad)
+
+
+def waveform(wav, spec: FeatureSpec):
+    """The raw waveform, normalised per clip when the checkpoint's feature extractor does it
+    (statistics over the real samples, before padding, as Wav2Vec2FeatureExtractor computes them)."""
+    if spec.normalize_waveform:
+        wav = (wav - wav.mean()) / (wav.var(unbiased=False) + 1e-7).sqrt()
+    if spec.max_seconds is not None:
+        wav = pad_or_cut(wav, int(round(spec.max_seconds * spec.sample_rate)))
+    return wav.contiguous()
+
+
+def compute_features(wav, spec: FeatureSpec):
+    return fbank(wav, spec) if spec.kind == "fbank" else waveform(wav, spec)
