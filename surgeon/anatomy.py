@@ -63,6 +63,13 @@ class Family:
     final_norm: str | None = None  # encoder-level LayerNorm after the last layer
     heads: tuple[str, ...] = ()  # top-level modules of task heads (outside the base model)
     frozen_frontend: tuple[str, ...] = ()  # feature encoders the papers keep frozen
+    # tokens in front of the patches/frames in every layer's sequence ([CLS, DIST] in AST)
+    num_special_tokens: int = 0
+    # the patch grid, as config keys (size, patch, stride) for the "frequency" (height) and "time" (width)
+    # axes: grid = (size - patch) // stride + 1; None for models without a 2-D patch grid
+    token_grid: tuple[tuple[str, str, str], tuple[str, str, str]] | None = None
+    # (patch projection conv, position-embedding table) under the base model, for re-patching
+    patch_embedding: tuple[str, str] | None = None
     # config key names (transformers' defaults unless a family differs)
     config_keys: Mapping[str, str] = field(
         default_factory=lambda: {
@@ -230,6 +237,9 @@ FAMILIES: dict[str, Family] = {
             modality="audio",
             final_norm="layernorm",
             heads=("classifier",),
+            num_special_tokens=2,
+            token_grid=(("num_mel_bins", "patch_size", "frequency_stride"), ("max_length", "patch_size", "time_stride")),
+            patch_embedding=("embeddings.patch_embeddings.projection", "embeddings.position_embeddings"),
             key_signature=(r"(^|\.)embeddings\.distillation_token$",),
         ),
         Family(
@@ -241,6 +251,9 @@ FAMILIES: dict[str, Family] = {
             modality="image",
             final_norm="layernorm",
             heads=("classifier", "pooler"),
+            num_special_tokens=1,
+            token_grid=(("image_size", "patch_size", "patch_size"), ("image_size", "patch_size", "patch_size")),
+            patch_embedding=("embeddings.patch_embeddings.projection", "embeddings.position_embeddings"),
             key_signature=(r"(^|\.)embeddings\.cls_token$",),
         ),
         Family(
@@ -251,6 +264,7 @@ FAMILIES: dict[str, Family] = {
             memory=_BERT_MEMORY,
             modality="text",
             heads=("classifier", "cls", "pooler", "qa_outputs"),
+            num_special_tokens=1,
             norm_position="post",
             key_signature=(r"(^|\.)embeddings\.word_embeddings\.weight$",),
         ),

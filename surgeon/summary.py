@@ -12,7 +12,7 @@ from pathlib import Path
 from surgeon.errors import SurgeonError
 from surgeon.io.checkpoint import Checkpoint
 from surgeon.io.writer import INDEX_NAME
-from surgeon.surgery_keys import find_surgery
+from surgeon.surgery_keys import find_surgery, parse_record
 
 _INDEX_SEGMENT = re.compile(r"(?<=\.)(\d+)(?=\.)")
 
@@ -49,6 +49,9 @@ def _natural(s: str):
 
 def summarize(ckpt: Checkpoint) -> dict:
     """The JSON that `surgeon inspect --json` prints."""
+    record = parse_record(ckpt.metadata)
+    if ckpt.config is None and record and isinstance(record.get("config"), dict):
+        ckpt.config = record["config"]  # an adapter-only save: describe the model it applies to
     try:
         family = ckpt.family
     except SurgeonError:
@@ -89,6 +92,7 @@ def summarize(ckpt: Checkpoint) -> dict:
         "shards": [f.name for f in files],
         "metadata": ckpt.metadata,
         "surgery": find_surgery({k: t.numel for k, t in ckpt.tensors.items()}, ckpt.metadata),
+        "surgery_base": (record or {}).get("base"),
         "tensors": collapse_keys(ckpt.tensors),
     }
 

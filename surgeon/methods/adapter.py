@@ -1,0 +1,89 @@
+"""Adapter methods: an adapter module from `surgeon.modules.ADAPTERS` beside MHSA and/or FFN of every
+layer, with the placement options of placement.py. Each concrete method (bottleneck.py, convpass.py,
+...) is this class with its defaults and its own options.
+
+Freezing and accounting: the adapter's parameters train, and so does the LayerNorm that belongs to
+each sub-layer an adapter sits beside (`layernorm_before` for MHSA, `layernorm_after` for FFN in AST),
+as the papers count them (petl-facts.md).
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import nn
+
+from surgeon.errors import SurgeonError
+from surgeon.methods.base import Method
+from surgeon.methods.options import Opt, resolve_options, width
+from surgeon.methods.placement import complete_placement, hook_for, locations
+from surgeon.methods.target import SUBLAYER_NORM, SUBLAYER_ROLE, Target
+
+PLACEMENT_OPTIONS = {
+    "placement": Opt("pfeiffer", "str", ("pfeiffer", "houlsby"), "one sub-layer (Pfeiffer) or both (Houlsby)"),
+    "location": Opt(None, "str", ("mhsa", "ffn"), "Pfeiffer's sub-layer (default mhsa)"),
+    "insertion": Opt("parallel", "str", ("parallel", "sequential"), "beside the sub-layer or in series"),
+    "position": Opt(None, "str", ("before", "after"), "adapter input: sub-layer input or output"),
+    "residual": Opt(None, "bool", (), "add the adapter's input to its output (default: sequential only)"),
+}
+WIDTH_OPTIONS = {
+    "bottleneck": Opt(None, "int", (), "bottleneck width b (wins over reduction)"),
+    "reduction": Opt(None, "float", (), "reduction rate RR: b = round(d / RR)"),
+}
+
+
+def check_sublayer(owner: str, target: Target, location: str) -> None:
+    """The hooked module must compute the whole sub-layer (its last Linear maps back to d): BERT's
+    FFN role, for one, is only the up-projection."""
+    sub = target.module(0, SUBLAYER_ROLE[location])
+    linears = [m for n, m in sub.named_modules() if isinstance(m, nn.Linear) and "surgeon_" not in n]
+    if linears and linears[-1].out_features != target.hidden_size:
+        raise SurgeonError(f"{owner}: {target.family.name}'s {location} module does not compute the whole sub-layer, "
+                           f"so an adapter cannot sit beside it; use --location mhsa")
+
+
+class AdapterMethod(Method):
+    default_reduction: ClassVar[float] = 64.0
+    default_placement: ClassVar[str] = "pfeiffer"
+    EXTRA: ClassVar[dict] = {}  # the method's own options
+
+    @property
+    def OPTIONS(self):  # noqa: N802 (a per-class table, like the other methods' OPTIONS)
+        placement = {**PLACEMENT_OPTIONS, "placement": Opt(self.default_placement, "str", ("pfeiffer", "houlsby"))}
+        return {**WIDTH_OPTIONS, **placement, **self.EXTRA}
+
+    def resolve(self, target: Target, options) -> dict:
+        opts = resolve_options(self.name, self.OPTIONS, options)
+        if opts["reduction"] is None and opts["bottleneck"] is None:
+            opts["reduction"] = self.default_reduction
+        opts["bottleneck"] = width(self.name, target.hidden_size, opts["bottleneck"], opts["reduction"])
+        self.check(target, opts)
+        opts = complete_placement(self.name, opts)
+        for location in locations(opts):
+            check_sublayer(self.name, target, location)
+        return opts
+
+    def check(self, target: Target, opts: dict) -> None:
+        """Model-dependent checks of the method's own options."""
+
+    def build(self, target: Target, opts: dict, location: str):
+        """A fresh adapter module for one sub-layer."""
+        raise NotImplementedError
+
+    def prepare(self, target: Target, opts: dict) -> None:
+        """Model changes the adapter needs before it is attached (LoAA's re-patching)."""
+
+    def apply(self, target: Target, opts: dict) -> list[str]:
+        self.prepare(target, opts)
+        unfrozen = []
+        for i in range(target.num_layers):
+            for location in locations(opts):
+                sub = target.module(i, SUBLAYER_ROLE[location])
+                adapter = self.build(target, opts, location)
+                ref = next(iter(sub.parameters()), None)
+                if ref is not None:
+                    adapter.to(device=ref.device, dtype=ref.dtype)
+                sub.add_module(self.attr, adapter)
+                hook_for(self.name, self.attr, opts).register(sub)
+                norm = target.path(i, SUBLAYER_NORM[location])
+                unfrozen += [f"{norm}.{n}" for n, _ in target.model.get_submodule(norm).named_parameters()]
+        return unfrozen

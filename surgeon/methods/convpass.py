@@ -1,0 +1,24 @@
+"""Convpass adapter: Linear -> QuickGELU -> conv over tokens (1-D k = 3 as the papers count it, or the
+2-D grid form with --conv 2d) -> QuickGELU -> Linear; RR 64."""
+from surgeon.methods.adapter import AdapterMethod
+from surgeon.methods.options import Opt
+
+
+class ConvpassMethod(AdapterMethod):
+    name = "convpass"
+    EXTRA = {
+        "kernel": Opt(3, "int", (), "convolution kernel size"),
+        "conv": Opt("1d", "str", ("1d", "2d"), "1-D over the token sequence or 2-D over the patch grid"),
+    }
+
+    def check(self, target, opts):
+        if opts["conv"] == "2d":
+            target.layout()  # refuses models without a patch grid
+
+    def build(self, target, opts, location):
+        from surgeon.modules import ADAPTERS
+
+        module = ADAPTERS["convpass"](target.hidden_size, opts["bottleneck"], kernel=opts["kernel"], conv=opts["conv"])
+        if opts["conv"] == "2d":
+            module.layout = target.layout()
+        return module

@@ -1,0 +1,60 @@
+"""Look-Aside Adapter (paper 004): projections are 1-D convolutions along time (1x3) or frequency (3x1)
+of the patch grid; parallel Houlsby by default, r = 36 at d = 768 (RR 64/3).
+
+The grid must be made of non-overlapping patches, so that grid neighbours are spectrogram
+neighbours: a model whose patch stride is smaller than its patch (AST: stride 10, patch 16) is
+refused unless --repatch, which sets the strides to the patch size and interpolates the position
+embeddings to the new grid (repatch.py). --axis takes one axis for every adapter, or two separated
+by a comma for Houlsby's MHSA and FFN adapters (the paper's best: time,frequency).
+"""
+from surgeon.errors import SurgeonError
+from surgeon.methods.adapter import AdapterMethod
+from surgeon.methods.options import Opt
+
+AXES = ("time", "frequency")
+
+
+class LoAAMethod(AdapterMethod):
+    name = "loaa"
+    default_reduction = 64 / 3
+    default_placement = "houlsby"
+    EXTRA = {
+        "axis": Opt("time", "str", (), "time, frequency, or MHSA,FFN axes for Houlsby (e.g. time,frequency)"),
+        "kernel": Opt(3, "int", (), "kernel length along the axis"),
+        "repatch": Opt(False, "bool", (), "make the patches non-overlapping (stride = patch size)"),
+    }
+
+    def check(self, target, opts):
+        axes = [a.strip() for a in opts["axis"].split(",")]
+        if len(axes) not in (1, 2) or any(a not in AXES for a in axes):
+            raise SurgeonError(f"loaa: option axis must be time, frequency or two of them separated by a comma, "
+                               f"got {opts['axis']!r}")
+        target.grid_axes()  # refuses models without a patch grid
+        if target.overlapping() and not opts["repatch"]:
+            (_, fp, fs), (_, tp, ts) = target.grid_axes()
+            raise SurgeonError(
+                f"loaa: the model's patches overlap (patch {fp}x{tp}, stride {fs}x{ts}), so grid neighbours are not "
+                "spectrogram neighbours; pass --repatch to use non-overlapping patches (stride = patch size)")
+
+    def axis_for(self, opts, location):
+        axes = [a.strip() for a in opts["axis"].split(",")]
+        return axes[0] if len(axes) == 1 or location == "mhsa" else axes[1]
+
+    def prepare(self, target, opts):
+        if opts["repatch"] and target.overlapping():
+            from surgeon.methods.repatch import repatch
+
+            repatch(target)
+
+    def undo(self, target):
+        from surgeon.methods.repatch import undo_repatch
+
+        undo_repatch(target)
+
+    def build(self, target, opts, location):
+        from surgeon.modules import ADAPTERS
+
+        module = ADAPTERS["loaa"](target.hidden_size, opts["bottleneck"], axis=self.axis_for(opts, location),
+                                  kernel=opts["kernel"])
+        module.layout = target.layout()
+        return module

@@ -1,0 +1,87 @@
+"""Declared options of a method, checked and completed with their defaults.
+
+Each method lists its options as `Opt` entries (one table per method); `resolve_options` refuses an
+unknown name (with a did-you-mean), a value of the wrong type or outside its choices, and returns a
+dict with every declared option present. Booleans must be real booleans: "False" is not False.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from surgeon.errors import SurgeonError
+
+
+@dataclass(frozen=True)
+class Opt:
+    default: Any = None
+    kind: str = "str"  # "int" | "float" | "bool" | "str" | "list"
+    choices: tuple = ()
+    help: str = ""
+
+
+def did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_value(owner: str, name: str, opt: Opt, value):
+    if value is None:
+        return None
+    bad = SurgeonError
+    if opt.kind == "bool":
+        if not isinstance(value, bool):
+            raise bad(f"{owner}: option {name} must be true or false, got {value!r}")
+    elif opt.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad(f"{owner}: option {name} must be an integer, got {value!r}")
+    elif opt.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad(f"{owner}: option {name} must be a number, got {value!r}")
+        value = float(value)
+    elif opt.kind == "list":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise bad(f"{owner}: option {name} must be a list of names, got {value!r}")
+        value = list(value)
+        for v in value:
+            if opt.choices and v not in opt.choices:
+                raise bad(f"{owner}: option {name}: {v!r} is not one of {', '.join(opt.choices)}")
+        if not value:
+            raise bad(f"{owner}: option {name} is empty")
+        return value
+    elif not isinstance(value, str):
+        raise bad(f"{owner}: option {name} must be a string, got {value!r}")
+    if opt.choices and value not in opt.choices:
+        raise bad(f"{owner}: option {name} must be one of {', '.join(map(str, opt.choices))}, got {value!r}")
+    return value
+
+
+def resolve_options(owner: str, spec: Mapping[str, Opt], given: Mapping[str, Any]) -> dict:
+    """Every option of `spec`, from `given` or its default (None where the method computes it)."""
+    for name in given:
+        if name not in spec:
+            known = ", ".join(spec) or "none"
+            raise SurgeonError(f"{owner}: unknown option {name!r}{did_you_mean(name, spec)}; options: {known}")
+    out = {}
+    for name, opt in spec.items():
+        value = given.get(name)
+        out[name] = _check_value(owner, name, opt, value) if value is not None else opt.default
+    return out
+
+
+def width(owner: str, d_model: int, bottleneck, reduction, what: str = "bottleneck") -> int:
+    """b from --bottleneck (wins) or b = round(d / RR) from --reduction, at least 1, at most d."""
+    if bottleneck is not None:
+        b = bottleneck
+    else:
+        if reduction is None or reduction <= 0:
+            raise SurgeonError(f"{owner}: reduction must be a positive number, got {reduction!r}")
+        b = max(1, round(d_model / reduction))
+    if b < 1:
+        raise SurgeonError(f"{owner}: {what} must be at least 1, got {b}")
+    if b > d_model:
+        raise SurgeonError(f"{owner}: {what} {b} is larger than the hidden size {d_model}")
+    return b

@@ -1,0 +1,159 @@
+"""`surgeon inject` and `surgeon strip` on the command line: outputs, JSON, and bad input (one line,
+exit 2, nothing written)."""
+import json
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_inject_json_and_adapter_layout(cli, tiny_dir, tmp_path):
+    base = tiny_dir("ast")
+    r = cli("inject", "bottleneck", "--model", base, "--out", tmp_path / "a", "--placement", "houlsby",
+            "--bottleneck", "4", "--json")
+    assert r.code == 0, r.err
+    doc = r.json()
+    assert {"method", "added_parameters", "petl_parameters", "trainable_parameters", "out"} <= doc.keys()
+    # 2 layers x 2 sub-layers x (Linear(32,4) + Linear(4,32)) ; + 2 x 2 LayerNorms of 64
+    assert doc["method"] == "bottleneck"
+    assert doc["added_parameters"] == 2 * 2 * (32 * 4 + 4 + 4 * 32 + 32)
+    assert doc["petl_parameters"] == doc["added_parameters"] + 2 * 2 * 64
+    head = 64 + 32 * 5 + 5  # ASTMLPHead: LayerNorm + Linear(32, 5)
+    assert doc["trainable_parameters"] == doc["petl_parameters"] + head
+    assert doc["out"] == str(tmp_path / "a")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["adapter.safetensors", "surgery.json"]
+    record = json.loads((tmp_path / "a" / "surgery.json").read_text())
+    assert record["format"] == "surgeon-surgery/1" and record["key_scheme"] == "memory"
+    assert record["base"]["family"] == "ast" and record["base"]["fingerprint"].startswith("sha256:")
+    opts = record["methods"][0]["options"]
+    assert opts["residual"] is False and opts["placement"] == "houlsby" and opts["bottleneck"] == 4
+
+
+def test_inject_full_then_inspect_and_strip(cli, tiny_dir, tmp_path):
+    base = tiny_dir("hubert")
+    r = cli("inject", "lora", "--model", base, "--out", tmp_path / "full", "--full", "--rank", "2",
+            "--targets", "q,k", "--json")
+    assert r.code == 0, r.err
+    assert (tmp_path / "full" / "config.json").is_file() and (tmp_path / "full" / "surgery.json").is_file()
+    r = cli("inspect", tmp_path / "full", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["surgery"] == [{"method": "lora", "num_parameters": 2 * 2 * (2 * 32 + 32 * 2)}]
+    r = cli("strip", tmp_path / "full", "--out", tmp_path / "stripped")
+    assert r.code == 0, r.err
+    from surgeon.io.checkpoint import Checkpoint
+
+    a, b = Checkpoint.open(tmp_path / "stripped"), Checkpoint.open(base)
+    assert sorted(a.keys()) == sorted(b.keys())
+    assert all(torch.equal(a.get(k), b.get(k)) for k in a.keys())
+
+
+def test_inspect_adapter_only_directory(cli, tiny_dir, tmp_path):
+    assert cli("inject", "soft-moa", "--model", tiny_dir("vit"), "--out", tmp_path / "a", "--num-experts", "3").code == 0
+    r = cli("inspect", tmp_path / "a", "--json")
+    assert r.code == 0, r.err
+    doc = r.json()
+    assert doc["family"] == "vit" and doc["num_layers"] == 2
+    assert doc["surgery"][0]["method"] == "soft-moa"
+    assert doc["surgery_base"]["path"] == str(tiny_dir("vit").resolve())
+
+
+def test_strip_adapter_gives_back_its_base(cli, tiny_dir, tmp_path):
+    base = tiny_dir("wav2vec2")
+    assert cli("inject", "conformer", "--model", base, "--out", tmp_path / "a", "--kernel", "5").code == 0
+    r = cli("strip", tmp_path / "a", "--out", tmp_path / "b")
+    assert r.code == 0, r.err
+    assert (tmp_path / "b" / "model.safetensors").read_bytes() == (base / "model.safetensors").read_bytes()
+    assert (tmp_path / "b" / "config.json").read_bytes() == (base / "config.json").read_bytes()
+
+
+def test_inject_on_top_of_an_adapter(cli, tiny_dir, tmp_path):
+    import surgeon
+
+    base = tiny_dir("ast")
+    assert cli("inject", "bottleneck", "--model", base, "--out", tmp_path / "a", "--location", "ffn").code == 0
+    assert cli("inject", "lora", "--model", tmp_path / "a", "--out", tmp_path / "b").code == 0
+    model = surgeon.load(tmp_path / "b")
+    from surgeon.api import surgery
+
+    assert [m["method"] for m in surgery(model)["methods"]] == ["bottleneck", "lora"]
+    assert surgery(model)["base"]["path"] == str(base.resolve())
+
+
+def test_booleans_are_real(cli, tiny_dir, tmp_path):
+    r = cli("inject", "bottleneck", "--model", tiny_dir("ast"), "--out", tmp_path / "a", "--insertion", "sequential",
+            "--no-residual", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["options"]["residual"] is False
+    r = cli("inject", "bottleneck", "--model", tiny_dir("ast"), "--out", tmp_path / "b", "--residual", "False")
+    assert r.code == 2 and not (tmp_path / "b").exists()
+
+
+def _refused(r, out, *fragments):
+    assert r.code == 2, (r.out, r.err)
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.err, r.err
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_bad_options_are_refused_with_nothing_written(cli, tiny_dir, tmp_path):
+    base = tiny_dir("ast")
+    out = tmp_path / "x"
+    _refused(cli("inject", "lorra", "--model", base, "--out", out), out, "unknown method", "did you mean 'lora'")
+    _refused(cli("inject", "lora", "--model", base, "--out", out, "--rank", "33"), out, "rank 33", "hidden size 32")
+    _refused(cli("inject", "bottleneck", "--model", base, "--out", out, "--bottleneck", "64"), out, "hidden size 32")
+    _refused(cli("inject", "loaa", "--model", base, "--out", out), out, "overlap", "--repatch")
+    _refused(cli("inject", "bitfit", "--model", base, "--out", out, "--rank", "2"), out, "unknown option 'rank'")
+    _refused(cli("inject", "bottleneck", "--model", base, "--out", out, "--placement", "pfiefer"), out, "placement")
+    _refused(cli("inject", "prefix", "--model", base, "--out", out, "--num-tokens", "3"), out, "even")
+    _refused(cli("inject", "bottleneck", "--model", base, "--out", out, "--placement", "houlsby", "--location",
+                 "ffn"), out, "Pfeiffer")
+
+
+def test_injecting_a_carried_method_is_refused(cli, tiny_dir, tmp_path):
+    assert cli("inject", "lora", "--model", tiny_dir("ast"), "--out", tmp_path / "a").code == 0
+    out = tmp_path / "b"
+    _refused(cli("inject", "lora", "--model", tmp_path / "a", "--out", out), out, "already carries")
+
+
+def test_fingerprint_mismatch_is_refused(cli, tiny_dir, tmp_path):
+    assert cli("inject", "lora", "--model", tiny_dir("ast"), "--out", tmp_path / "a").code == 0
+    other = tiny_dir("ast", seed=1)
+    out = tmp_path / "b"
+    _refused(cli("inject", "bitfit", "--model", tmp_path / "a", "--base", other, "--out", out), out, "fingerprint")
+    _refused(cli("strip", tmp_path / "a", "--base", other, "--out", out), out, "fingerprint")
+    import surgeon
+    from surgeon.errors import SurgeonError
+
+    with pytest.raises(SurgeonError, match="fingerprint"):
+        surgeon.load(tmp_path / "a", base=other)
+
+
+def test_strip_with_nothing_to_strip(cli, tiny_dir, tmp_path):
+    out = tmp_path / "x"
+    _refused(cli("strip", tiny_dir("ast"), "--out", out), out, "nothing to strip")
+
+
+def test_existing_output_needs_force(cli, tiny_dir, tmp_path):
+    out = tmp_path / "a"
+    out.mkdir()
+    _refused_existing = cli("inject", "lora", "--model", tiny_dir("ast"), "--out", out)
+    assert _refused_existing.code == 2 and "--force" in _refused_existing.err and not any(out.iterdir())
+    assert cli("inject", "lora", "--model", tiny_dir("ast"), "--out", out, "--force").code == 0
+
+
+def test_help_lists_both_commands_without_heavy_imports():
+    import subprocess
+    import sys
+
+    code = ("import sys; from surgeon_cli.main import app; "
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
