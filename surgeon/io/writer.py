@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from surgeon.errors import SurgeonError
-from surgeon.io.safetensors_header import DTYPE_SIZES
+from surgeon.io.safetensors_header import DTYPE_SIZES, TensorInfo
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3  # transformers' default shard size
 WEIGHTS_NAME = "model.safetensors"
@@ -87,8 +87,32 @@ def tensor_bytes(tensor) -> memoryview:
     return memoryview(t.reshape(-1).view(torch.uint8).numpy())
 
 
+def copy_range(file, begin: int, nbytes: int, dst_fd: int) -> None:
+    """Append `nbytes` of `file` from offset `begin` to dst_fd, in the kernel where the filesystem allows."""
+    with open(file, "rb", buffering=0) as f:
+        offset, left = begin, nbytes
+        try:
+            while left:
+                n = os.copy_file_range(f.fileno(), dst_fd, left, offset)
+                if n == 0:
+                    raise SurgeonError(f"{file}: truncated at byte {offset}")
+                offset, left = offset + n, left - n
+        except OSError:  # no in-kernel copy here (another filesystem, an old kernel): plain copy
+            f.seek(offset)
+            while left:
+                chunk = f.read(min(left, 1 << 24))
+                if not chunk:
+                    raise SurgeonError(f"{file}: truncated at byte {offset}") from None
+                os.write(dst_fd, chunk)
+                offset, left = offset + len(chunk), left - len(chunk)
+
+
 class CheckpointWriter:
-    """Write a checkpoint into `directory` (an empty folder, normally from atomic_output)."""
+    """Write a checkpoint into `directory` (an empty folder, normally from atomic_output).
+
+    Tensors arrive in plan order by one of three doors: `write` (a torch tensor), `write_bytes` (raw
+    little-endian bytes, e.g. from numpy) or `copy_from` (an unchanged tensor of an input file, copied
+    file to file in the kernel; copies of tensors that lie back to back are gathered into one call)."""
 
     def __init__(
         self,
@@ -113,27 +137,57 @@ class CheckpointWriter:
         self._pos = 0
         self._shard = -1
         self._fh = None
+        self._pending = None  # [file, begin, end] of input bytes still to copy into the current shard
 
     def _open(self, si: int):
+        self._flush()
         if self._fh:
             self._fh.close()
         self._shard = si
         self._fh = open(self.directory / self.filenames[si], "wb")
         self._fh.write(_header_bytes(self.shards[si], self.metadata))
 
-    def write(self, name: str, tensor) -> None:
+    def _flush(self) -> None:
+        if self._pending:
+            file, begin, end = self._pending
+            self._pending = None
+            self._fh.flush()
+            copy_range(file, begin, end - begin, self._fh.fileno())
+
+    def _advance(self, name: str, dtype: str, shape) -> TensorSpec:
+        """Check that `name` is the next planned tensor, with this dtype and shape; open its shard."""
         if self._pos >= len(self._order):
             raise SurgeonError(f"tensor {name!r} is not in the output plan")
         si, spec = self._order[self._pos]
         if spec.name != name:
             raise SurgeonError(f"tensors must be written in plan order: expected {spec.name!r}, got {name!r}")
-        got = (st_dtype(tensor.dtype), tuple(tensor.shape))
-        if got != (spec.dtype, spec.shape):
-            raise SurgeonError(f"tensor {name!r}: planned {spec.dtype} {list(spec.shape)}, got {got[0]} {list(got[1])}")
+        if (dtype, tuple(shape)) != (spec.dtype, spec.shape):
+            raise SurgeonError(f"tensor {name!r}: planned {spec.dtype} {list(spec.shape)}, got {dtype} {list(shape)}")
         if si != self._shard:
             self._open(si)
-        self._fh.write(tensor_bytes(tensor))
         self._pos += 1
+        return spec
+
+    def write(self, name: str, tensor) -> None:
+        self.write_bytes(name, st_dtype(tensor.dtype), tuple(tensor.shape), tensor_bytes(tensor))
+
+    def write_bytes(self, name: str, dtype: str, shape, data) -> None:
+        data = memoryview(data).cast("B")
+        spec = self._advance(name, dtype, shape)
+        if data.nbytes != spec.nbytes:
+            raise SurgeonError(f"tensor {name!r}: {data.nbytes} bytes for a planned {spec.nbytes}")
+        self._flush()
+        self._fh.write(data)
+
+    def copy_from(self, src: TensorInfo, name: str | None = None) -> None:
+        """Write the tensor `src` of an input safetensors file unchanged, bit for bit (as `name`)."""
+        self._advance(name or src.name, src.dtype, src.shape)
+        p = self._pending
+        if p and p[0] == src.file and p[2] == src.begin:
+            p[2] = src.end
+        else:
+            self._flush()
+            self._pending = [src.file, src.begin, src.end]
 
     def close(self) -> list[Path]:
         if self._pos != len(self._order):
@@ -142,6 +196,7 @@ class CheckpointWriter:
         if not self._order:  # an empty checkpoint is still a valid file
             self._open(0)
         if self._fh:
+            self._flush()
             self._fh.close()
             self._fh = None
         if len(self.shards) > 1:

@@ -1,0 +1,185 @@
+"""Streaming merges against the naive way, on large-shaped checkpoints (random weights, float32).
+
+Measured side by side in one run, each command in its own process (wall time; peak RSS by GNU time):
+  surgeon merge --lam 0.1            vs  transformers load both + interpolate + save_pretrained
+                                     vs  cp of the target's weights (the I/O floor)
+  surgeon merge-lora                 vs  peft PeftModel.from_pretrained + merge_and_unload + save_pretrained
+                                     vs  cp of the base's weights
+Goals: peak memory <= 1/4 of the naive way's, wall time <= 1/2 of it and within 2x of cp.
+
+Checkpoints (cached in benchmarks/.cache/, ~1.3 GB each): a bert-large-shaped source/base
+(24 x 1024, the paper's BERT) and a hubert-large-shaped target (HubertForCTC, 24 x 1024), plus a PEFT
+LoRA adapter (r = 16 on q, k, v, o of every layer) for the base.
+
+    python benchmarks/merge.py [--repeats 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# benchmarks/inspect.py would shadow the stdlib module: keep this folder behind the stdlib on the path
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
+from _common import CACHE, gib, random_checkpoint, surgeon_cmd  # noqa: E402
+
+TIME = "/usr/bin/time"  # GNU time: peak RSS of exactly one command
+
+NAIVE_MERGE = """
+import sys, torch
+from transformers import BertModel, HubertForCTC
+src, tgt, out, lam = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+s = BertModel.from_pretrained(src)
+t = HubertForCTC.from_pretrained(tgt)
+with torch.no_grad():
+    for ls, lt in zip(s.encoder.layer, t.hubert.encoder.layers):
+        for a, b in ((ls.attention.self.query, lt.attention.q_proj), (ls.attention.self.key, lt.attention.k_proj),
+                     (ls.attention.self.value, lt.attention.v_proj)):
+            b.weight.copy_(lam * a.weight + (1 - lam) * b.weight)
+            b.bias.copy_(lam * a.bias + (1 - lam) * b.bias)
+t.save_pretrained(out)
+"""
+
+NAIVE_LORA = """
+import sys
+from peft import PeftModel
+from transformers import BertModel
+base, adapter, out = sys.argv[1:4]
+model = PeftModel.from_pretrained(BertModel.from_pretrained(base), adapter).merge_and_unload()
+model.save_pretrained(out)
+"""
+
+
+def peft_adapter(out: Path, base: Path, rank: int = 16) -> Path:
+    """A PEFT LoRA directory for `base`, written by hand (random A and B), cached."""
+    if (out / "adapter_config.json").exists():
+        return out
+    import torch
+
+    from surgeon.io.atomic import atomic_output
+    from surgeon.io.checkpoint import Checkpoint
+    from surgeon.io.writer import save_state_dict
+
+    ckpt = Checkpoint.open(base)
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for i in range(ckpt.dims["num_layers"]):
+        for role in ("q", "k", "v", "o"):
+            key = ckpt.role_key(i, role)
+            d_out, d_in = ckpt.info(key).shape
+            module = key.removesuffix(".weight")
+            state[f"base_model.model.{module}.lora_A.weight"] = torch.randn(rank, d_in, generator=gen) * 0.01
+            state[f"base_model.model.{module}.lora_B.weight"] = torch.randn(d_out, rank, generator=gen) * 0.01
+    config = {"peft_type": "LORA", "task_type": None, "r": rank, "lora_alpha": 2 * rank,
+              "target_modules": ["query", "key", "value", "attention.output.dense"], "lora_dropout": 0.0,
+              "bias": "none", "base_model_name_or_path": str(base)}
+    with atomic_output(out, force=True) as tmp:
+        save_state_dict(tmp, state, {"format": "pt"}, filename="adapter_model.safetensors")
+        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def measure(cmd: list[str], cleanup: Path | None = None) -> tuple[float, int]:
+    """(wall seconds, peak RSS bytes) of one run of `cmd` in a child process.
+
+    The child is started by /usr/bin/time: a child forked straight from this process would report
+    this process's own (torch-sized) RSS as its peak, since Linux keeps the pre-exec maximum."""
+    def clean():
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True) if cleanup.is_dir() else cleanup.unlink(missing_ok=True)
+
+    clean()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        start = time.perf_counter()
+        proc = subprocess.run([TIME, "-f", "%M", "-o", rss.name, *map(str, cmd)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"failed: {' '.join(map(str, cmd))}\n{proc.stderr.decode()[-2000:]}")
+        peak_kb = int(rss.read().split()[-1])
+    clean()
+    return wall, peak_kb * 1024
+
+
+def warm(*paths: Path) -> None:
+    """Read the inputs once so every contender starts with them in the page cache."""
+    for p in paths:
+        for f in sorted(p.glob("*.safetensors")):
+            with open(f, "rb") as fh:
+                while fh.read(1 << 24):
+                    pass
+
+
+def compare(title: str, runs: dict[str, tuple[list[str], Path]], repeats: int) -> dict:
+    samples = {name: [] for name in runs}
+    for _ in range(repeats):  # round-robin, so load on the shared machine hits all alike
+        for name, (cmd, out) in runs.items():
+            samples[name].append(measure(cmd, out))
+    res = {name: (statistics.median(w for w, _ in s), max(m for _, m in s)) for name, s in samples.items()}
+    print(f"\n{title}")
+    width = max(map(len, res))
+    for name, (wall, rss) in res.items():
+        print(f"  {name:<{width}}  {wall:7.2f} s   peak RSS {gib(rss)}")
+    return res
+
+
+def report(res: dict, ours: str, naive: str, floor: str) -> None:
+    (tw, tm), (nw, nm), (cw, _) = res[ours], res[naive], res[floor]
+    print(f"  memory {ours} / {naive}: {tm / nm:.3f}  (goal <= 0.25)")
+    print(f"  time   {ours} / {naive}: {tw / nw:.3f}  (goal <= 0.5)")
+    print(f"  time   {ours} / {floor}: {tw / cw:.2f}  (goal <= 2)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each command (medians of wall time)")
+    args = ap.parse_args()
+    from transformers import BertConfig, HubertConfig
+
+    large = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+    bert = random_checkpoint(CACHE / "bert-large-shaped", BertConfig(**large), "BertModel")
+    hubert = random_checkpoint(
+        CACHE / "hubert-large-shaped",
+        HubertConfig(**large, do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True, vocab_size=32),
+        "HubertForCTC", seed=1,
+    )
+    adapter = peft_adapter(CACHE / "bert-large-shaped-lora-r16", bert)
+    size = lambda p: sum(f.stat().st_size for f in p.glob("*.safetensors"))  # noqa: E731
+    print(f"source {bert} ({size(bert) / 1e9:.2f} GB), target {hubert} ({size(hubert) / 1e9:.2f} GB)")
+    print("machine shared with other jobs: treat the figures as indicative")
+
+    scratch = CACHE / "scratch"
+    scratch.mkdir(exist_ok=True)
+    py = sys.executable
+    warm(bert, hubert, adapter)
+    res = compare("MAM merge (bert-large-shaped -> hubert-large-shaped, lam 0.1)", {
+        "surgeon merge": (surgeon_cmd("merge", "--source", bert, "--target", hubert, "--lam", "0.1",
+                                      "--out", scratch / "surgeon"), scratch / "surgeon"),
+        "naive (transformers)": ([py, "-c", NAIVE_MERGE, str(bert), str(hubert), str(scratch / "naive"), "0.1"],
+                                 scratch / "naive"),
+        "cp target": (["cp", str(hubert / "model.safetensors"), str(scratch / "cp.safetensors")], scratch / "cp.safetensors"),
+    }, args.repeats)
+    report(res, "surgeon merge", "naive (transformers)", "cp target")
+
+    res = compare("LoRA fold (bert-large-shaped base, PEFT adapter r=16 on q, k, v, o)", {
+        "surgeon merge-lora": (surgeon_cmd("merge-lora", bert, "--adapter", adapter, "--out", scratch / "lora"),
+                               scratch / "lora"),
+        "naive (peft merge_and_unload)": ([py, "-c", NAIVE_LORA, str(bert), str(adapter), str(scratch / "peft")],
+                                          scratch / "peft"),
+        "cp base": (["cp", str(bert / "model.safetensors"), str(scratch / "cp.safetensors")], scratch / "cp.safetensors"),
+    }, args.repeats)
+    report(res, "surgeon merge-lora", "naive (peft merge_and_unload)", "cp base")
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

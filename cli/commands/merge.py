@@ -1,0 +1,145 @@
+"""`surgeon merge` (Multimodal Attention Merging), `surgeon merge-lora` (fold LoRA into the weights) and
+`surgeon export lora` (surgeon LoRA -> PEFT adapter directory)."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import typer
+
+from surgeon_cli.render import console, human_bytes, print_json
+
+DTYPE_HELP = "Output dtype of float tensors: float32, float16 or bfloat16 (default: as stored)."
+
+
+def _single_threaded_blas() -> None:
+    """LoRA deltas are rank-r products of a few MFLOPs: BLAS threads only add synchronisation (10x
+    slower on a busy machine). numpy's OpenBLAS reads this when numpy is first imported; torch (for
+    --verify) keeps its own threads; a user's setting wins."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def merge(
+    source: str = typer.Option(..., "--source", help="Source model (text or image), or noise:source|noise:target|noise:normal."),
+    target: str = typer.Option(..., "--target", help="Target model (speech or audio); its architecture is kept."),
+    lam: str = typer.Option(..., "--lam", help="Interpolation factor in [0, 1]: one value, or a comma list per layer."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output model directory."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Target layers to merge: 12-19 or 0,3,5 (default: all)."),
+    layers_from: Optional[str] = typer.Option(None, "--layers-from", help="JSON file with a `layers` list (from select-layers)."),
+    layer_map: Optional[str] = typer.Option(None, "--layer-map", help="SOURCE:TARGET layer pairs, e.g. 0:0,1:2 (different layer counts)."),
+    bias: bool = typer.Option(True, "--bias/--no-bias", help="Merge the q/k/v biases too."),
+    noise_from: Optional[str] = typer.Option(None, "--noise-from", help="With --source noise:source: the model whose statistics the noise copies."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the noise baselines."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan from the headers and write nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan or the result as JSON."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read pickled checkpoints (torch.load weights_only=True)."),
+):
+    """Multimodal Attention Merging: W = lam * W_source + (1 - lam) * W_target on q, k, v (paper 003)."""
+    from surgeon.errors import SurgeonError
+    from surgeon.io.checkpoint import Checkpoint
+    from surgeon.merging.plan import build_plan, open_source
+
+    if out is None and not dry_run:
+        raise SurgeonError("--out: missing (or pass --dry-run)")
+    tgt = Checkpoint.open(target, allow_pickle=allow_pickle)
+    src = open_source(source, tgt, noise_from, allow_pickle)
+    plan = build_plan(tgt, src, lam, layers, layers_from, layer_map, bias, dtype, seed)
+    doc = plan.describe()
+    if dry_run:
+        print_json(doc) if as_json else _render_plan(doc)
+        return
+    from surgeon.merging.mam import run_merge
+
+    path = run_merge(plan, out, force=force)
+    if as_json:
+        print_json({"out": str(path), **doc})
+    else:
+        print(f"merged {doc['num_merged']} tensors in {len(doc['layers'])} layers, copied {doc['num_copied']}: wrote {path}")
+
+
+def _render_plan(doc: dict) -> None:
+    src = doc["source"]
+    lines = [
+        f"source   {src['ref']}" + (f" ({src['family']})" if src["family"] else ""),
+        f"target   {doc['target']['path']} ({doc['target']['family']}, {doc['target']['num_layers']} layers, "
+        f"hidden {doc['target']['hidden_size']})",
+        f"merge    {', '.join(doc['roles'])}" + (" weights and biases" if doc["bias"] else " weights"),
+        "layers   " + ", ".join(
+            f"{t}<-{doc['layer_map'][t]}@{lam:g}" if doc["layer_map"][t] != int(t) else f"{t}@{lam:g}"
+            for t, lam in doc["lam"].items()
+        ),
+        f"tensors  {doc['num_merged']} merged, {doc['num_copied']} copied"
+        + (f", written as {doc['dtype']}" if doc["dtype"] else ""),
+        f"output   {human_bytes(doc['output_bytes'])}",
+        f"memory   about {human_bytes(doc['peak_tensor_bytes'])} of tensors at a time (plus the Python runtime)",
+    ]
+    if src["noise"]:
+        lines.insert(1, f"noise    {src['noise']} (seed {doc['seed']})")
+    out = console()
+    for line in lines:
+        out.print(line)
+    for name in doc["merged_tensors"]:
+        out.print(f"  [dim]{name}[/dim]")
+
+
+def merge_lora(
+    model: str = typer.Argument(..., help="Base model directory (or a surgeon --full output with its LoRA inside)."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="surgeon adapter dir (inject --out) or PEFT adapter dir."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output model directory (plain model, no LoRA left)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP),
+    verify: bool = typer.Option(False, "--verify/--no-verify", help="Run unmerged and merged on a probe input; print the max difference."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check and print what would be folded; write nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read pickled checkpoints (torch.load weights_only=True)."),
+):
+    """Fold LoRA into the base weights: W' = W + scaling * B @ A (surgeon or PEFT adapters)."""
+    _single_threaded_blas()
+    from surgeon.errors import SurgeonError
+    from surgeon.io.checkpoint import Checkpoint
+    from surgeon.merging.adapter import read_adapter, read_embedded
+    from surgeon.merging.lora import build_fold, run_fold
+
+    if out is None and not dry_run:
+        raise SurgeonError("--out: missing (or pass --dry-run)")
+    base = Checkpoint.open(model, allow_pickle=allow_pickle)
+    lora = read_adapter(adapter, allow_pickle) if adapter else read_embedded(base)
+    plan = build_fold(base, lora, dtype)
+    doc = plan.describe()
+    if not dry_run:
+        doc["out"] = str(run_fold(plan, out, force=force))
+        if verify:
+            from surgeon.merging.verify import max_difference
+
+            doc["max_difference"] = max_difference(plan, out)
+    if as_json:
+        print_json(doc)
+        return
+    verb = "would fold" if dry_run else "folded"
+    print(f"{verb} {len(doc['folded'])} LoRA pairs" + (f" and {len(doc['replaced'])} full tensors" if doc["replaced"] else "")
+          + (f": wrote {doc['out']}" if "out" in doc else f" ({human_bytes(doc['output_bytes'])} output)"))
+    if "max_difference" in doc:
+        print(f"verify: max |unmerged - merged| = {doc['max_difference']:.3g}")
+
+
+export_app = typer.Typer(help="Write surgeon outputs in other tools' formats.", no_args_is_help=True)
+
+
+@export_app.command("lora")
+def export_lora(
+    model: str = typer.Argument(..., help="surgeon LoRA adapter dir (inject --out) or --full model dir."),
+    format: str = typer.Option("peft", "--format", help="Output format: peft."),
+    out: str = typer.Option(..., "--out", "-o", help="Output adapter directory."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+):
+    """Write surgeon's LoRA as a PEFT adapter directory (PeftModel.from_pretrained loads it)."""
+    from surgeon.errors import SurgeonError
+    from surgeon.merging.adapter import read_adapter
+    from surgeon.merging.peft_format import write_peft
+
+    if format != "peft":
+        raise SurgeonError(f"--format: {format!r} is not supported; use peft")
+    path = write_peft(read_adapter(model), out, force=force)
+    print(f"wrote PEFT adapter to {path}")
