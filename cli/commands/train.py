@@ -1,0 +1,162 @@
+"""`surgeon train`, `surgeon eval`, `surgeon validate` and `surgeon recipes ls|cp`: recipes (issue 5)."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from surgeon_cli.render import console, human_count, print_json
+
+SET_HELP = "Override a recipe key, TOML value syntax: --set train.lr=1e-3 --set data.root=/data/ESC-50-master."
+
+
+def train(
+    recipe: str = typer.Argument(..., help="Recipe file (TOML) or bundled recipe name (see 'surgeon recipes ls')."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    fold: Optional[int] = typer.Option(None, "--fold", help="Run only this fold (1-based)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Run only this seed."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory (default: output.dir or runs/<recipe>)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
+):
+    """Train from a recipe: select the best epoch on validation, report it on test, write a run directory."""
+    from surgeon.recipes.load import load_recipe
+    from surgeon.train.runs import train_recipe
+
+    r = load_recipe(recipe, set_ or [])
+    path = train_recipe(r, fold=fold, seed=seed, out=out, force=force)
+    import json
+
+    if path is not None:  # None on the other ranks of a torchrun launch
+        doc = json.loads((path / "results.json").read_text())
+        _print_summary(doc)
+        print(f"run written to {path}")
+
+
+def _print_summary(doc: dict) -> None:
+    for name, s in doc["summary"].items():
+        if name.startswith("test_"):
+            std = f" +- {s['std']:.4f}" if s["n"] > 1 else ""
+            print(f"{name}: {s['mean']:.4f}{std} (n={s['n']})")
+
+
+def eval_(
+    recipe: str = typer.Argument(..., help="Recipe file or bundled recipe name."),
+    run: Optional[str] = typer.Option(None, "--run", help="A run directory written by 'surgeon train'."),
+    model: Optional[str] = typer.Option(None, "--model", help="Evaluate this model (directory, surgery, alias) instead."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    fold: Optional[int] = typer.Option(None, "--fold", help="Only this fold."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Only this seed."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Metrics file (default: RUN/eval.json)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing metrics file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+):
+    """Evaluate a trained run (or a model) on the recipe's test split(s) and write the metrics."""
+    import json
+    from pathlib import Path
+
+    from surgeon.errors import SurgeonError
+    from surgeon.io.atomic import check_output, write_text_atomic
+    from surgeon.recipes.load import load_recipe
+    from surgeon.train.runs import evaluate_recipe
+
+    r = load_recipe(recipe, set_ or [])
+    if out is None and run is None:
+        raise SurgeonError("eval: --model needs --out FILE for the metrics")
+    target = Path(out) if out is not None else Path(run) / "eval.json"
+    check_output(target, force=force)
+    doc = evaluate_recipe(r, run=Path(run) if run else None, model_ref=model, fold=fold, seed=seed)
+    write_text_atomic(target, json.dumps(doc, indent=2) + "\n", force=force)
+    if as_json:
+        print_json(doc)
+    else:
+        _print_summary(doc)
+        print(f"metrics written to {target}")
+
+
+def validate(
+    recipe: str = typer.Argument(..., help="Recipe file or bundled recipe name."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
+    offline_model: Optional[str] = typer.Option(
+        None, "--offline-model",
+        help="'tiny': check the method on a tiny model of the same family instead of the real checkpoint."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """Resolve a recipe without training: model and method, dataset, device. Exit 2 on any problem."""
+    from surgeon.errors import SurgeonError
+    from surgeon.recipes.validate import validate_recipe
+
+    if offline_model not in (None, "tiny"):
+        raise SurgeonError(f"--offline-model: expected 'tiny', got {offline_model!r}")
+    report = validate_recipe(recipe, set_ or [], offline_model=offline_model)
+    if as_json:
+        print_json(report)
+    else:
+        _render_validation(report)
+    if report["problems"]:
+        raise SurgeonError(f"{report['recipe']}: {len(report['problems'])} problem(s): " + "; ".join(report["problems"]))
+
+
+def _render_validation(report: dict) -> None:
+    from rich.table import Table
+
+    out = console()
+    out.print(f"[bold]{report['recipe']}[/bold]")
+    m = report.get("model")
+    if m:
+        sub = " (tiny stand-in)" if m.get("offline") else ""
+        out.print(f"model   {m['source']}{sub}: {m['family']}, {human_count(m['total'])} parameters, "
+                  f"task {m['task']}")
+        table = Table("group", "parameters", "trainable", "learning rate", box=None, header_style="bold")
+        for g in m["groups"]:
+            table.add_row(g["group"], f"{g['parameters']:,}", f"{g['trainable']:,}", f"{g['lr']:g}")
+        out.print(table)
+        if m.get("methods"):
+            for rec in m["methods"]:
+                out.print(f"method  {rec['method']}: {rec.get('num_parameters', 0):,} added parameters")
+    d = report.get("data")
+    if d:
+        out.print(f"data    {d['format']} at {d['root'] or '(built in)'}: {d['num_items']:,} items, "
+                  f"{d['num_classes']} classes, protocol {d['protocol']}, features {d.get('features', '-')}")
+        for s in d["splits"]:
+            out.print(f"        {s['name']}: train {s['train']:,} / valid {s['valid']:,} / test {s['test']:,}")
+        if d["missing"]:
+            out.print(f"        [red]{len(d['missing'])} missing files[/red], first: {d['missing'][0]}")
+    if report.get("device"):
+        out.print(f"device  {report['device']} ({report['precision']})")
+    for p in report["problems"]:
+        out.print(f"[red]problem[/red] {p}")
+    if not report["problems"]:
+        out.print("[green]ok[/green]")
+
+
+recipes_app = typer.Typer(help="The bundled recipes.", no_args_is_help=True)
+
+
+@recipes_app.command("ls")
+def recipes_ls(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """List the bundled recipes."""
+    from surgeon.recipes.bundled import describe, names
+
+    rows = [{"name": n, "description": describe(n)} for n in names()]
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("recipe", "description", box=None, header_style="bold")
+    for r in rows:
+        table.add_row(r["name"], r["description"])
+    console().print(table)
+
+
+@recipes_app.command("cp")
+def recipes_cp(
+    name: str = typer.Argument(..., help="Bundled recipe name."),
+    dest: str = typer.Argument(..., help="File or folder to copy it to."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing file."),
+):
+    """Copy a bundled recipe to edit it."""
+    from surgeon.recipes.bundled import copy
+
+    path = copy(name, dest, force=force)
+    print(f"copied {name} to {path}")

@@ -1,0 +1,188 @@
+"""Generate the papers' experiment recipes from the tables below (run from the repository root):
+
+    python recipes/generate.py          # rewrites recipes/<name>.toml for every entry
+
+One table per paper keeps the hyper-parameters in one place; the generated files are committed so
+users read and copy plain TOML. quickstart.toml is written by hand and never touched here.
+Datasets are looked up under $SURGEON_DATA (default ~/data); override with --set data.root=DIR.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# Training set-up per dataset (petl-facts.md "Training set-up of the papers").
+DATASETS = {
+    "esc50": dict(title="ESC-50 (5-fold)", format="esc50", root="${SURGEON_DATA}/ESC-50-master",
+                  max_frames=500, epochs=50, batch_size=32, specaugment=True),
+    "us8k": dict(title="UrbanSound8K (10-fold)", format="urbansound8k", root="${SURGEON_DATA}/UrbanSound8K",
+                 max_frames=400, epochs=30, batch_size=32, specaugment=True),
+    "gsc": dict(title="Speech Commands v2 (35 classes)", format="speechcommands",
+                root="${SURGEON_DATA}/speech_commands_v0.02", max_frames=100, epochs=75, batch_size=128),
+    "fsc": dict(title="Fluent Speech Commands (31 intents)", format="fluent",
+                root="${SURGEON_DATA}/fluent_speech_commands_dataset", max_frames=400, epochs=75, batch_size=32),
+    "iemocap": dict(title="IEMOCAP (4 emotions, leave one session out)", format="iemocap",
+                    root="${SURGEON_DATA}/IEMOCAP_full_release", max_frames=800, epochs=20, batch_size=32),
+}
+SPECAUGMENT = {"freq_mask": 24, "time_mask": 80}
+
+# Paper 002 Table I (and paper 001 Table 1 for the Conformer adapter): AST-base, ~230-540K parameters.
+AST_METHODS = {
+    "full": ("Full fine-tuning", {"name": "full"}, 5e-5),
+    "linear": ("Linear probing", {"name": "linear"}, 1e-3),
+    "bitfit": ("BitFit", {"name": "bitfit"}, 5e-3),
+    "spt300": ("Shallow prompt tuning, 300 prompts", {"name": "prompt", "num_tokens": 300, "deep": False}, 1e-2),
+    "dpt25": ("Deep prompt tuning, 25 prompts", {"name": "prompt", "num_tokens": 25, "deep": True}, 1e-2),
+    "prefix24": ("Prefix tuning, 24 tokens", {"name": "prefix", "num_tokens": 24}, 1e-2),
+    "lora": ("LoRA on W_q, W_v, RR 128, alpha 8", {"name": "lora", "reduction": 128, "alpha": 8.0,
+                                                  "targets": ["q", "v"]}, 5e-3),
+}
+for design in ("bottleneck", "convpass"):
+    for place, placement in (("pf", "pfeiffer"), ("hou", "houlsby")):
+        for ins, insertion in (("par", "parallel"), ("seq", "sequential")):
+            AST_METHODS[f"{design}-{place}-{ins}"] = (
+                f"{design.capitalize()} adapter, {placement.capitalize()} {insertion}, RR 64",
+                {"name": design, "placement": placement, "insertion": insertion, "reduction": 64}, 5e-3)
+for place, placement in (("pf", "pfeiffer"), ("hou", "houlsby")):
+    AST_METHODS[f"conformer-{place}"] = (
+        f"Conformer adapter (paper 001), {placement.capitalize()}, RR 96, kernel 31",
+        {"name": "conformer", "placement": placement, "reduction": 96, "kernel": 31}, 5e-3)
+
+# Paper 000 Tables 1-2: single adapter b=24 vs Dense/Soft-MoA (14 experts Pfeiffer, 7 Houlsby, b=1, 1 slot).
+MOA_METHODS = {}
+for expert in ("bottleneck", "convpass"):
+    tag = "" if expert == "bottleneck" else "-convpass"
+    MOA_METHODS[f"single{tag}-b24"] = (
+        f"Single {expert} adapter b=24, Pfeiffer parallel (paper 000 baseline)",
+        {"name": expert, "placement": "pfeiffer", "insertion": "parallel", "bottleneck": 24})
+    for kind in ("dense", "soft"):
+        for place, placement, n in (("pf", "pfeiffer", 14), ("hou", "houlsby", 7)):
+            opts = {"name": f"{kind}-moa", "placement": placement, "num_experts": n, "bottleneck": 1,
+                    "expert": expert}
+            if kind == "soft":
+                opts["slots"] = 1
+            MOA_METHODS[f"{kind}-moa{tag}-{place}"] = (
+                f"{kind.capitalize()}-MoA, {n} {expert} experts b=1, {placement.capitalize()} (paper 000)", opts)
+
+# Paper 001 Table 2: few-shot on ESC-50 and GSC (Pfeiffer adapters); k per class, 3 seeds.
+FEW_SHOT = {"esc50": 4, "gsc": 32}
+FEW_SHOT_METHODS = {
+    "dpt25": AST_METHODS["dpt25"],
+    "lora": AST_METHODS["lora"],
+    "bottleneck": ("Bottleneck adapter, Pfeiffer parallel, RR 64", AST_METHODS["bottleneck-pf-par"][1], 5e-3),
+    "conformer": AST_METHODS["conformer-pf"],
+}
+
+# Paper 001 Table 3: wav2vec 2.0 with bottleneck / Conformer adapters (Pfeiffer); IEMOCAP ~900K parameters.
+W2V2 = {
+    ("bottleneck", "gsc"): {"reduction": 64}, ("bottleneck", "fsc"): {"reduction": 64},
+    ("bottleneck", "iemocap"): {"bottleneck": 47},
+    ("conformer", "gsc"): {"reduction": 96, "kernel": 31}, ("conformer", "fsc"): {"reduction": 96, "kernel": 31},
+    ("conformer", "iemocap"): {"bottleneck": 31, "kernel": 31},
+}
+W2V2_SECONDS = {"gsc": 1.0, "fsc": 4.0, "iemocap": 8.0}  # the AST lengths (100, 400, 800 frames)
+
+# Paper 004: Look-Aside Adapters on an AST initialised from an ImageNet ViT (no audio pre-training),
+# non-overlapping 16x16 patches; ESC-50 25 epochs lr 5e-4, SPC-2 30 epochs lr 2.5e-4 (paper: Adam,
+# i.e. no weight decay); AST's input lengths 512 / 128 frames.
+LOAA = {
+    "attn-t": ("Attn(T), r=36 (2%)", {"name": "loaa", "placement": "pfeiffer", "location": "mhsa", "axis": "time",
+                                       "bottleneck": 36}),
+    "ffn-f": ("FFN(F), r=36 (2%)", {"name": "loaa", "placement": "pfeiffer", "location": "ffn", "axis": "frequency",
+                                     "bottleneck": 36}),
+    "attn-t-ffn-f": ("Attn(T) + FFN(F), r=36 (5%)", {"name": "loaa", "placement": "houlsby",
+                                                     "axis": "time,frequency", "bottleneck": 36}),
+    "attn-t-ffn-f-r72": ("Attn(T) + FFN(F), r=72 (10%)", {"name": "loaa", "placement": "houlsby",
+                                                         "axis": "time,frequency", "bottleneck": 72}),
+}
+LOAA_DATA = {"esc50": dict(max_frames=512, epochs=25, lr=5e-4, batch_size=48),
+             "gsc": dict(max_frames=128, epochs=30, lr=2.5e-4, batch_size=128)}
+
+
+def data_table(ds: str, **changes) -> dict:
+    d = DATASETS[ds]
+    table = {"format": d["format"], "root": d["root"]}
+    if changes.get("waveform"):
+        seconds = changes.get("max_seconds")
+        if seconds:
+            table["max_seconds"] = seconds
+    else:
+        table["max_frames"] = changes.get("max_frames", d["max_frames"])
+        if d.get("specaugment"):
+            table["specaugment"] = dict(SPECAUGMENT)
+    if "few_shot" in changes:
+        table["few_shot"] = changes["few_shot"]
+    return table
+
+
+def recipe(description: str, source: str, model: dict, method: dict, data: dict, train: dict) -> dict:
+    return {"_comment": [description, source], "model": model, "method": method, "data": data, "train": train}
+
+
+def all_recipes() -> dict[str, dict]:
+    out = {}
+    for ds, d in DATASETS.items():
+        if ds == "iemocap":
+            continue
+        for key, (title, method, lr) in AST_METHODS.items():
+            out[f"ast-{key}-{ds}"] = recipe(
+                f"AST + {title} on {d['title']}", "Paper 002 Table I / paper 001 Table 1; petl-facts.md set-up.",
+                {"ref": "ast", "task": "classification"}, method, data_table(ds),
+                {"epochs": d["epochs"], "batch_size": d["batch_size"], "lr": lr})
+        for key, (title, method) in MOA_METHODS.items():
+            out[f"ast-{key}-{ds}"] = recipe(
+                f"AST + {title} on {d['title']}", "Paper 000 Tables 1-2; petl-facts.md set-up.",
+                {"ref": "ast", "task": "classification"}, method, data_table(ds),
+                {"epochs": d["epochs"], "batch_size": d["batch_size"], "lr": 5e-3})
+    for ds, k in FEW_SHOT.items():
+        d = DATASETS[ds]
+        for key, (title, method, lr) in FEW_SHOT_METHODS.items():
+            out[f"fewshot-ast-{key}-{ds}"] = recipe(
+                f"Few-shot ({k} per class, 3 seeds): AST + {title} on {d['title']}",
+                f"Paper 001 Table 2 (k = 1/2/4/8 on ESC-50, 2/8/32/64 on GSC: --set data.few_shot.k=K).",
+                {"ref": "ast", "task": "classification"}, method,
+                data_table(ds, few_shot={"k": k, "seeds": [0, 1, 2]}),
+                {"epochs": d["epochs"], "batch_size": min(d["batch_size"], 32), "lr": lr})
+    for (design, ds), opts in W2V2.items():
+        d = DATASETS[ds]
+        method = {"name": design, "placement": "pfeiffer", **opts}
+        out[f"w2v2-{design}-{ds}"] = recipe(
+            f"wav2vec 2.0 + {design} adapter (Pfeiffer) on {d['title']}", "Paper 001 Table 3.",
+            {"ref": "wav2vec2", "task": "classification"}, method,
+            data_table(ds, waveform=True, max_seconds=W2V2_SECONDS[ds]),
+            {"epochs": d["epochs"], "batch_size": min(d["batch_size"], 32), "lr": 5e-3})
+    for ds, setup in LOAA_DATA.items():
+        d = DATASETS[ds]
+        for key, (title, method) in LOAA.items():
+            out[f"loaa-imagenet-ast-{key}-{ds}"] = recipe(
+                f"Look-Aside Adapter {title} on an ImageNet-initialised AST, {d['title']}", "Paper 004 Table 2.",
+                {"init": "imagenet-vit", "vit_ref": "vit", "task": "classification",
+                 "config": {"frequency_stride": 16, "time_stride": 16}},
+                method, data_table(ds, max_frames=setup["max_frames"]),
+                {"epochs": setup["epochs"], "batch_size": setup["batch_size"], "lr": setup["lr"],
+                 "weight_decay": 0.0})
+    return out
+
+
+def render(doc: dict) -> str:
+    from surgeon.recipes.load import to_toml
+
+    lines = [f"# {c}" for c in doc["_comment"]]
+    lines.append("# Generated by recipes/generate.py: edit the tables there, not this file.")
+    lines.append("# Datasets are read from $SURGEON_DATA (default ~/data); override with --set data.root=DIR.")
+    body = {k: v for k, v in doc.items() if k != "_comment"}
+    return "\n".join(lines) + "\n\n" + to_toml(body)
+
+
+def main(argv: list[str]) -> int:
+    recipes = all_recipes()
+    for name, doc in recipes.items():
+        (HERE / f"{name}.toml").write_text(render(doc))
+    print(f"wrote {len(recipes)} recipes to {HERE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,187 @@
+"""Reading a recipe: TOML -> overrides -> path resolution -> strict validation.
+
+- Relative paths in the file resolve against the recipe file's folder; relative paths given with
+  ``--set`` resolve against the current directory (where the user typed them).
+- ``--set a.b=value`` parses ``value`` with TOML value syntax (``1e-3``, ``true``, ``[1, 2]``,
+  ``"text"``); anything that is not a TOML value is taken as a plain string (``data.root=/data/esc``).
+- All validation problems are reported at once, in one line: ``recipe.toml: 2 problems: a.b: ...; c: ...``.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from surgeon.errors import SurgeonError
+
+# keys holding filesystem paths; `ref`-like keys may also be aliases or Hub ids, so they resolve only
+# when the path exists
+PATH_KEYS = (("data", "root"), ("data", "cache_dir"), ("model", "surgery"), ("output", "dir"))
+REF_KEYS = (("model", "ref"), ("model", "vit_ref"), ("merge", "source"))
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """'train.lr=1e-3' -> (['train', 'lr'], 0.001)."""
+    if "=" not in text:
+        raise SurgeonError(f"--set {text}: expected KEY=VALUE, e.g. --set train.lr=1e-3")
+    key, raw = text.split("=", 1)
+    parts = [p.strip() for p in key.strip().split(".")]
+    if not all(parts):
+        raise SurgeonError(f"--set {text}: bad key {key!r}")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return parts, value
+
+
+def _set(doc: dict, parts: list[str], value, origin: str) -> None:
+    node = doc
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise SurgeonError(f"--set {origin}: {'.'.join(parts[:-1])} is not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+def _get(doc: dict, parts) -> object:
+    node = doc
+    for p in parts:
+        if not isinstance(node, dict) or p not in node:
+            return None
+        node = node[p]
+    return node
+
+
+def _resolve_paths(doc: dict, base: Path, only: set | None = None) -> None:
+    for parts in PATH_KEYS + REF_KEYS:
+        if only is not None and parts not in only:
+            continue
+        value = _get(doc, parts)
+        if not isinstance(value, str) or not value:
+            continue
+        path = Path(expand(value))
+        if not path.is_absolute():
+            path = base / path
+        if parts in PATH_KEYS or path.exists():
+            _set(doc, list(parts), str(path), ".".join(parts))
+
+
+def expand(value: str) -> str:
+    """~ and environment variables; $SURGEON_DATA (where the bundled recipes look for datasets)
+    defaults to ~/data."""
+    if "SURGEON_DATA" in value and "SURGEON_DATA" not in os.environ:
+        value = value.replace("${SURGEON_DATA}", "~/data").replace("$SURGEON_DATA", "~/data")
+    return os.path.expanduser(os.path.expandvars(value))
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise SurgeonError(f"{path}: no such recipe") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SurgeonError(f"{path}: not valid TOML ({e})") from None
+
+
+def find_recipe(name: str | os.PathLike) -> Path:
+    """A recipe file path, or the bundled recipe of that name (`quickstart`, `quickstart.toml`)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    from surgeon.recipes.bundled import bundled_path, names
+
+    bundled = bundled_path(str(name))
+    if bundled is not None and not path.exists():
+        return bundled
+    from surgeon.recipes.schema import did_you_mean
+
+    raise SurgeonError(f"{name}: no such recipe file or bundled recipe{did_you_mean(path.stem, names())}")
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] = (), check_paths: bool = True):
+    """Read, override and validate a recipe; returns a `Recipe` (schema.py)."""
+    from pydantic import ValidationError
+
+    from surgeon.recipes.schema import Recipe, format_errors
+
+    path = find_recipe(path)
+    doc = read_toml(path)
+    _resolve_paths(doc, path.resolve().parent)
+    override_keys = set()
+    for text in overrides:
+        parts, value = parse_override(text)
+        _set(doc, parts, value, text)
+        override_keys.add(tuple(parts))
+    _resolve_paths(doc, Path.cwd(), only=override_keys)
+    try:
+        recipe = Recipe.model_validate(doc)
+    except ValidationError as e:
+        problems = format_errors(e.errors())
+        count = f"{len(problems)} problems: " if len(problems) > 1 else ""
+        raise SurgeonError(f"{path}: {count}{'; '.join(problems)}") from None
+    if check_paths:
+        check_recipe_paths(recipe, path)
+    recipe._source = path  # for messages and the run directory
+    return recipe
+
+
+def check_recipe_paths(recipe, path: Path) -> None:
+    """Paths the recipe needs must exist before any work starts."""
+    problems = []
+    if recipe.data.root is not None and not Path(recipe.data.root).is_dir():
+        problems.append(f"data.root: {recipe.data.root} is not a directory")
+    if recipe.model.surgery is not None and not Path(recipe.model.surgery).is_dir():
+        problems.append(f"model.surgery: {recipe.model.surgery} is not a directory")
+    if problems:
+        count = f"{len(problems)} problems: " if len(problems) > 1 else ""
+        raise SurgeonError(f"{path}: {count}{'; '.join(problems)}")
+
+
+def dump_recipe(recipe) -> str:
+    """The fully resolved recipe as TOML (every default spelled out), for the run directory."""
+    return to_toml(recipe.model_dump(mode="json", exclude_none=True))
+
+
+def to_toml(doc: dict) -> str:
+    """A small TOML writer for the recipe's shape (tables of scalars, lists and sub-tables)."""
+    lines: list[str] = []
+
+    def scalar(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            import json
+
+            return json.dumps(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{_key(k)} = {scalar(x)}" for k, x in v.items()) + " }"
+        raise TypeError(type(v))
+
+    def table(name: str, body: dict) -> None:
+        simple = {k: v for k, v in body.items() if not isinstance(v, dict) or not v}
+        nested = {k: v for k, v in body.items() if k not in simple}
+        if name:
+            lines.append(f"[{name}]")
+        for k, v in simple.items():
+            lines.append(f"{_key(k)} = {scalar(v)}")
+        lines.append("")
+        for k, v in nested.items():
+            table(f"{name}.{_key(k)}" if name else _key(k), v)
+
+    for section, body in doc.items():
+        table(section, body)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _key(k: str) -> str:
+    import re
+
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else f'"{k}"'

@@ -1,0 +1,59 @@
+"""An AST initialised from an ImageNet ViT, without audio pre-training (paper 004's backbone).
+
+Following the AST authors' ImageNet initialisation: the transformer layers and final LayerNorm are
+copied unchanged; the RGB patch projection becomes a one-channel projection by summing its weights
+over the colour channels; the class token is copied and also starts the distillation token (a ViT has
+none); the ViT's square grid of patch positions is bilinearly resized to the spectrogram's
+frequency x time grid (surgeon.positions.resize_grid), so no position is left at zero.
+"""
+from __future__ import annotations
+
+from surgeon.errors import SurgeonError
+
+COPIED_CONFIG = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+                 "layer_norm_eps", "qkv_bias", "patch_size")
+
+
+def ast_from_vit(vit, **config_overrides):
+    """ASTForAudioClassification with the weights of `vit` (a ViT model, or a reference to one)."""
+    import torch
+    import transformers
+
+    from surgeon.hf import base_prefix, family_of_model, load_pretrained, quiet_transformers
+    from surgeon.positions import _ast_grid, resize_grid
+
+    quiet_transformers()
+    if not isinstance(vit, torch.nn.Module):
+        vit = load_pretrained(vit)
+    if family_of_model(vit).name != "vit":
+        raise SurgeonError(f"model.vit_ref: expected a ViT checkpoint, got {type(vit).__name__}")
+    vcfg = vit.config
+    settings = {k: getattr(vcfg, k) for k in COPIED_CONFIG if hasattr(vcfg, k)}
+    config = transformers.ASTConfig(**{**settings, **config_overrides})
+    ast = transformers.ASTForAudioClassification(config)
+    src = vit.get_submodule(base_prefix(vit).rstrip(".")) if base_prefix(vit) else vit
+    dst = ast.audio_spectrogram_transformer
+    source = src.state_dict()
+    target = dst.state_dict()
+    new = {}
+    for name, value in source.items():
+        if name == "embeddings.position_embeddings":
+            side = int(round((value.shape[1] - 1) ** 0.5))
+            grid = resize_grid(value, 1, (side, side), _ast_grid(config))
+            new[name] = torch.cat([grid[:, :1], grid], dim=1)  # [CLS, DIST(=CLS), patches]
+        elif name == "embeddings.cls_token":
+            new[name] = value
+            new["embeddings.distillation_token"] = value.clone()
+        elif name == "embeddings.patch_embeddings.projection.weight":
+            new[name] = value.sum(dim=1, keepdim=True)
+        elif name in target:
+            new[name] = value
+    mismatched = [n for n, v in new.items() if n in target and target[n].shape != v.shape]
+    if mismatched:
+        raise SurgeonError(f"model.vit_ref: {mismatched[0]} does not fit the AST ({tuple(new[mismatched[0]].shape)} "
+                           f"vs {tuple(target[mismatched[0]].shape)})")
+    missing = sorted(n for n in target if n not in new)
+    if missing:
+        raise SurgeonError(f"model.vit_ref: the ViT lacks {missing[0]} for the AST")
+    dst.load_state_dict(new)
+    return ast.eval()

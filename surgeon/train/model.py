@@ -1,0 +1,133 @@
+"""A recipe's model, ready to train: the backbone (a checkpoint, a tiny model built from a config,
+a saved surgery, or an AST initialised from an ImageNet ViT), its position table resized to the
+recipe's length, a head for the dataset's classes, the optional attention merge, and the PETL method.
+
+The order matters: the head and positions are fixed before injection so the PETL framework sees the
+final model (and marks the new head trainable); injection comes last, after the seed is set, so the
+adapters' random initialisation is reproducible.
+"""
+from __future__ import annotations
+
+from surgeon.errors import SurgeonError
+
+
+# the offline stand-in (validate --offline-model tiny): small, but wide enough for the papers'
+# bottleneck widths (up to 72) and prompt counts
+STAND_IN = dict(hidden_size=128, num_attention_heads=4, intermediate_size=256)
+
+
+def model_family(recipe, offline_model: str | None = None) -> str:
+    """The family of the recipe's model without loading weights."""
+    m = recipe.model
+    if m.init == "imagenet-vit":
+        return "ast"
+    if m.tiny:
+        return m.tiny
+    ref = m.ref or m.surgery
+    from surgeon.refs import ALIASES
+
+    if m.ref in ALIASES:
+        return ALIASES[m.ref].family
+    if offline_model and m.surgery is None:
+        raise SurgeonError(f"model.ref: cannot tell the family of {ref!r} offline; use an alias or a local path")
+    from surgeon.io.checkpoint import Checkpoint
+
+    if m.surgery:
+        import json
+        from pathlib import Path
+
+        record = json.loads((Path(m.surgery) / "surgery.json").read_text())
+        return record["base"]["family"]
+    return Checkpoint.open(ref).family.name
+
+
+def load_backbone(recipe, task, offline_model: str | None = None):
+    """The model before head/positions/method. offline_model="tiny": a tiny model of the same family
+    stands in for a checkpoint that is not available (validate's model check)."""
+    m = recipe.model
+    if m.surgery and not offline_model:
+        from surgeon.api import load
+
+        return load(m.surgery)
+    family = model_family(recipe, offline_model)
+    if m.init == "imagenet-vit":
+        from surgeon.train.imagenet_init import ast_from_vit
+
+        vit = m.vit_ref
+        if m.tiny or offline_model:
+            from surgeon.tiny import build_tiny
+
+            vit = build_tiny("vit", model_class="ViTModel", **({} if m.tiny else STAND_IN))
+        return ast_from_vit(vit, **m.config)
+    if m.tiny or offline_model:
+        from surgeon.tiny import build_tiny
+
+        overrides = dict(m.config) if m.tiny else dict(STAND_IN)
+        return build_tiny(family, model_class=task.model_class(family), **overrides)
+    from surgeon.hf import load_pretrained
+
+    return load_pretrained(m.ref, model_class=task.model_class(family))
+
+
+def build_model(recipe, labels: list[str], *, feature_spec=None, offline_model: str | None = None):
+    """The trainable model for `labels`: returns (model, feature spec, merge hooks or None).
+
+    feature_spec(model) -> FeatureSpec gives the features the data will deliver; an AST's position
+    table follows their length (cropped or interpolated from the pre-trained table)."""
+    from surgeon.hf import family_of_model
+    from surgeon.train.tasks import get_task
+
+    task = get_task(recipe.model.task)
+    model = load_backbone(recipe, task, offline_model)
+    spec = feature_spec(model) if feature_spec is not None else None
+    family = family_of_model(model).name
+    if spec is not None and spec.kind == "fbank" and family == "ast" and model.config.max_length != spec.max_frames:
+        from surgeon.positions import resize_position_embeddings
+
+        resize_position_embeddings(model, spec.max_frames)
+    task.prepare(model, labels)
+    _record_head(model)
+    # offline (validate's tiny stand-in) the merge source checkpoint is not there to merge from
+    hooks = apply_merge(model, recipe) if recipe.merge is not None and not offline_model else None
+    if recipe.methods:
+        from surgeon.api import inject
+
+        for method in recipe.methods:
+            inject(model, method.name, **method.options())
+    return model, spec, hooks
+
+
+def _record_head(model) -> None:
+    """A model loaded from a saved surgery keeps the config its surgery was made on (the record that
+    `surgeon.load` rebuilds the base from); a new head for this dataset's classes must show there too."""
+    from surgeon.methods.surgery import STATE
+
+    state = model.__dict__.get(STATE)
+    if state and state.get("config") is not None:
+        c = model.config
+        state["config"].update(num_labels=c.num_labels, id2label={str(k): v for k, v in c.id2label.items()},
+                               label2id=dict(c.label2id))
+
+
+def method_name(recipe) -> str:
+    """The method whose default learning rate applies (the recipe's, else the surgery's first)."""
+    if recipe.methods:
+        return recipe.methods[0].name
+    import json
+    from pathlib import Path
+
+    record = json.loads((Path(recipe.model.surgery) / "surgery.json").read_text())
+    return record["methods"][0]["method"] if record.get("methods") else "full"
+
+
+def apply_merge(model, recipe):
+    """Attention merging before training ([merge]); implemented by surgeon.speech (issue 6), which
+    provides `surgeon.speech.recipe_merge.apply(model, merge_section) -> hooks or None`."""
+    try:
+        from surgeon.speech import recipe_merge
+    except ImportError:
+        raise SurgeonError(
+            "merge: attention merging in recipes needs surgeon.speech.recipe_merge (issue 6), which this "
+            "installation lacks; remove the [merge] table"
+        ) from None
+    return recipe_merge.apply(model, recipe.merge)

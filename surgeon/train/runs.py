@@ -1,0 +1,359 @@
+"""`surgeon train` and `surgeon eval`: the run directory.
+
+    <run>/recipe.toml           the resolved recipe (every default spelled out, paths absolute)
+    <run>/metrics.jsonl         one JSON line per optimiser step ("event": "step") and per epoch ("epoch")
+    <run>/results.json          per cell (fold x seed): selected epoch, validation and test metrics,
+                                expert contributions; "summary": mean, std (sample, n-1) and n per metric
+    <run>/checkpoints/<cell>/   the trained parameters of the selected epoch (surgeon.api.save_surgery)
+    <run>/plots/<cell>-curves.png, <cell>-experts-layers.png, <cell>-experts-classes.png
+
+A cell is one split (fold1..foldK, official, Session1..) with one seed (the few-shot seeds, or
+train.seed). The directory appears whole when training ends (atomic_output); an existing one is
+replaced only with --force.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+from surgeon.errors import SurgeonError
+
+
+def default_out(recipe) -> Path:
+    if recipe.output.dir:
+        return Path(recipe.output.dir)
+    return Path("runs") / Path(str(recipe._source or "recipe")).stem
+
+
+def cache_dir(recipe) -> Path | None:
+    import os
+
+    if not recipe.data.cache:
+        return None
+    if recipe.data.cache_dir:
+        return Path(recipe.data.cache_dir)
+    base = os.environ.get("SURGEON_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "surgeon")
+    return Path(base) / "features"
+
+
+def load_dataset(recipe):
+    from surgeon.data import load_index
+    from surgeon.data.registry import DATASETS, reader_options
+    from surgeon.recipes.schema import did_you_mean
+
+    d = recipe.data
+    if d.format in DATASETS:  # reader options live under data.options in a recipe
+        known = reader_options(d.format)
+        for name in d.options:
+            if name not in known:
+                raise SurgeonError(f"data.options.{name}: not an option of the {d.format} reader"
+                                   f"{did_you_mean(name, known)} (its options: {', '.join(known) or 'none'})")
+    return load_index(d.format, d.root, **d.options)
+
+
+def plan_cells(recipe, index, fold: int | None = None, seed: int | None = None):
+    """[(cell name, split, seed, train items)] in run order."""
+    from surgeon.data import few_shot, splits_for
+
+    d = recipe.data
+    splits = splits_for(index, d.protocol, fold if fold is not None else d.fold, d.valid_from_train, recipe.train.seed)
+    if d.few_shot is not None:
+        seeds = [seed] if seed is not None else d.few_shot.seeds
+    else:
+        seeds = [seed if seed is not None else recipe.train.seed]
+    cells = []
+    for split in splits:
+        for s in seeds:
+            train = few_shot(split.train, d.few_shot.k, s, index.num_classes) if d.few_shot else split.train
+            cells.append((f"{split.name}-seed{s}", split, s, train))
+    return cells
+
+
+def feature_spec(recipe, model):
+    """The features the model expects, with the recipe's length, sample rate and SpecAugment."""
+    from surgeon.data import feature_spec_for
+    from surgeon.hf import family_of_model
+
+    d = recipe.data
+    overrides = {"max_frames": d.max_frames, "max_seconds": d.max_seconds}
+    if d.sample_rate is not None:
+        overrides["sample_rate"] = d.sample_rate
+    if d.features != "auto":
+        overrides["kind"] = d.features
+    if d.specaugment is not None:
+        overrides.update(freq_mask=d.specaugment.freq_mask, time_mask=d.specaugment.time_mask)
+    pre = _preprocessor_config(recipe)
+    if pre is not None:
+        overrides["preprocessor_config"] = pre
+    return feature_spec_for(model.config.to_dict(), family_of_model(model).name, **overrides)
+
+
+def _preprocessor_config(recipe) -> dict | None:
+    if not recipe.model.ref:
+        return None
+    try:
+        from surgeon.refs import resolve
+
+        path = resolve(recipe.model.ref) / "preprocessor_config.json"
+    except SurgeonError:
+        return None
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def prepare_cell(recipe, index, train_items, split, seed: int, offline_model: str | None = None):
+    """Seeded model (with head, positions and method) and the three datasets of one cell."""
+    from surgeon.data import AudioDataset
+    from surgeon.train.loop import seed_everything
+    from surgeon.train.model import build_model
+
+    seed_everything(seed)
+    model, spec, merge_hooks = build_model(recipe, index.classes, offline_model=offline_model,
+                                           feature_spec=lambda m: feature_spec(recipe, m))
+    common = dict(spec=spec, cache_dir=cache_dir(recipe), on_error=recipe.data.on_error, seed=seed,
+                  synthetic=index.synthetic)
+    datasets = {
+        "train": AudioDataset(train_items, train=True, **common),
+        "valid": AudioDataset(split.valid, **common),
+        "test": AudioDataset(split.test, **common),
+    }
+    if len(datasets["train"]) == 0:
+        raise SurgeonError(f"data: the training split of {split.name} is empty")
+    return model, datasets, merge_hooks
+
+
+def run_cell(recipe, index, cell, runtime, *, log, reporter, out: Path | None, offline_model=None):
+    from surgeon.train.experts import ExpertRecorder
+    from surgeon.train.loop import CellResult, evaluate, fit, make_loader
+    from surgeon.train.tasks import get_task
+
+    name, split, seed, train_items = cell
+    started = time.monotonic()
+    task = get_task(recipe.model.task)
+    model, datasets, merge_hooks = prepare_cell(recipe, index, train_items, split, seed, offline_model)
+    model.to(runtime.device)
+    t = recipe.train
+    eval_bs = recipe.eval.batch_size or t.batch_size
+    loaders = {
+        "train": make_loader(datasets["train"], t.batch_size, shuffle=True, seed=seed, workers=t.workers, runtime=runtime),
+        "valid": make_loader(datasets["valid"], eval_bs, shuffle=False, seed=seed, workers=t.workers, runtime=runtime),
+        "test": make_loader(datasets["test"], eval_bs, shuffle=False, seed=seed, workers=t.workers, runtime=runtime),
+    }
+    n = index.num_classes
+    counts = {k: len(v) for k, v in datasets.items()}
+    reporter.message(f"{name}: train {counts['train']}, valid {counts['valid']}, test {counts['test']} items, "
+                     f"{n} classes, device {runtime.device}")
+    epoch, valid, history = fit(model, task, recipe, loaders, runtime, num_labels=n, log=log, reporter=reporter,
+                                cell=name, merge_hooks=merge_hooks)
+    recorder = ExpertRecorder(model, n)
+    test = evaluate(model, task, loaders["test"], runtime, n, recorder=recorder) if counts["test"] else {}
+    test, valid = reported(recipe, task, test), reported(recipe, task, valid)
+    skipped = sorted({k for ds in datasets.values() for k in ds.skipped})
+    result = CellResult(name=name, split=split.name, seed=seed, counts=counts, best_epoch=epoch, valid=valid,
+                        test=test, history=history, experts=recorder.result(), skipped=skipped)
+    if out is not None:
+        save_checkpoint(model, out / "checkpoints" / name)
+        if merge_hooks is not None and hasattr(merge_hooks, "finish"):
+            result.test.update(merge_hooks.finish(model, out / "checkpoints" / name) or {})
+        if recipe.output.plots:
+            write_plots(result, index.classes, out / "plots")
+    log({"event": "cell", "cell": name, "best_epoch": epoch, **{f"test_{k}": v for k, v in test.items()}})
+    reporter.message(f"{name}: selected epoch {epoch} on validation; test "
+                     + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
+    result.seconds = round(time.monotonic() - started, 2)
+    return result
+
+
+def check_metrics(recipe) -> None:
+    """eval.metrics and eval.select must be metrics of the recipe's task (checked before any work)."""
+    from surgeon.train.tasks import get_task
+
+    task = get_task(recipe.model.task)
+    for key, names in (("eval.metrics", recipe.eval.metrics or []), ("eval.select", [recipe.eval.select])):
+        unknown = [m for m in names if m not in task.metrics]
+        if unknown:
+            raise SurgeonError(f"{key}: {unknown[0]!r} is not a metric of the {task.name} task "
+                               f"(its metrics: {', '.join(task.metrics)})")
+
+
+def reported(recipe, task, metrics: dict) -> dict:
+    """The metrics the recipe asks for (eval.metrics; default all of the task's)."""
+    wanted = recipe.eval.metrics or list(task.metrics)
+    return {k: v for k, v in metrics.items() if k in wanted}
+
+
+def save_checkpoint(model, out: Path) -> None:
+    from surgeon.api import save_surgery
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_surgery(model, out)
+
+
+def write_plots(result, labels: list[str], folder: Path) -> None:
+    from surgeon.train import plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    plots.curves(result.history, folder / f"{result.name}-curves.png", result.name)
+    if result.experts:
+        plots.expert_layers(result.experts, folder / f"{result.name}-experts-layers.png",
+                            f"{result.name}: expert contribution per layer")
+    if result.experts and "per_class" in result.experts:
+        plots.expert_classes(result.experts, labels, folder / f"{result.name}-experts-classes.png",
+                             f"{result.name}: expert contribution per class")
+
+
+def summarize(cells: list[dict]) -> dict:
+    """Mean, sample standard deviation and count of every test and validation metric over cells."""
+    summary = {}
+    for part in ("test", "valid"):
+        keys = sorted({k for c in cells for k in c[part]})
+        for k in keys:
+            values = [c[part][k] for c in cells if k in c[part] and isinstance(c[part][k], (int, float))]
+            if values:
+                summary[f"{part}_{k}"] = {
+                    "mean": statistics.fmean(values),
+                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "n": len(values),
+                }
+    return summary
+
+
+def train_recipe(recipe, *, fold: int | None = None, seed: int | None = None, out=None, force: bool = False,
+                 reporter=None, offline_model: str | None = None) -> Path | None:
+    """Train every cell of a recipe and write the run directory; returns its path (None on the
+    ranks other than 0 of a distributed run, which write nothing)."""
+    from contextlib import nullcontext
+
+    from surgeon import __version__
+    from surgeon.io.atomic import atomic_output, check_output
+    from surgeon.recipes.load import dump_recipe
+    from surgeon.train import dist
+    from surgeon.train.progress import Reporter
+
+    check_metrics(recipe)
+    runtime = dist.setup(recipe.train.device, recipe.train.precision)
+    reporter = reporter or Reporter(enabled=runtime.is_main)
+    out = Path(out) if out is not None else default_out(recipe)
+    inputs = [p for p in (recipe.data.root, recipe.model.surgery, recipe._source) if p]
+    if runtime.is_main:
+        check_output(out, force=force, inputs=inputs)
+    index = load_dataset(recipe)
+    cells = plan_cells(recipe, index, fold, seed)
+    started = time.monotonic()
+    try:
+        ctx = atomic_output(out, force=force, inputs=inputs) if runtime.is_main else nullcontext(None)
+        with ctx as tmp:
+            metrics = open(tmp / "metrics.jsonl", "w") if tmp is not None else None
+
+            def log(line: dict) -> None:
+                if metrics is not None:
+                    metrics.write(json.dumps(line) + "\n")
+                    metrics.flush()
+
+            if tmp is not None:
+                (tmp / "recipe.toml").write_text(dump_recipe(recipe))
+            results = []
+            try:
+                for cell in cells:
+                    r = run_cell(recipe, index, cell, runtime, log=log, reporter=reporter, out=tmp,
+                                 offline_model=offline_model)
+                    results.append({k: v for k, v in r.__dict__.items() if k != "history"})
+            finally:
+                if metrics is not None:
+                    metrics.close()
+            if tmp is not None:
+                doc = {
+                    "format": "surgeon-run/1",
+                    "surgeon_version": __version__,
+                    "recipe": str(recipe._source),
+                    "task": recipe.model.task,
+                    "method": [m.name for m in recipe.methods] or None,
+                    "dataset": {"format": index.name, "root": str(index.root) if index.root else None,
+                                "classes": index.classes, "protocol": recipe.data.protocol or index.protocol},
+                    "device": str(runtime.device),
+                    "selected_on": f"valid_{recipe.eval.select}",
+                    "checkpoint": recipe.eval.checkpoint,
+                    "seconds": round(time.monotonic() - started, 2),
+                    "cells": results,
+                    "summary": summarize(results),
+                    "skipped": sorted({k for r in results for k in r["skipped"]}),
+                }
+                (tmp / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+        runtime.barrier()
+    finally:
+        dist.teardown(runtime)
+    return out if runtime.is_main else None
+
+
+def evaluate_recipe(recipe, *, run: Path | None = None, model_ref: str | None = None, fold=None, seed=None,
+                    reporter=None) -> dict:
+    """Test metrics of a trained run's checkpoints (or of a model reference) on the recipe's test splits."""
+    from surgeon.train import dist
+    from surgeon.train.experts import ExpertRecorder
+    from surgeon.train.loop import evaluate, make_loader
+    from surgeon.train.progress import Reporter
+    from surgeon.train.tasks import get_task
+
+    if (run is None) == (model_ref is None):
+        raise SurgeonError("eval: give exactly one of --run DIR or --model REF")
+    if model_ref is not None:
+        recipe = with_model(recipe, model_ref)
+    check_metrics(recipe)
+    runtime = dist.setup(recipe.train.device, recipe.train.precision)
+    reporter = reporter or Reporter(enabled=runtime.is_main)
+    task = get_task(recipe.model.task)
+    index = load_dataset(recipe)
+    cells = plan_cells(recipe, index, fold, seed)
+    if run is not None:  # the cells the run trained (it may have been one --fold / --seed)
+        cells = [c for c in cells if (Path(run) / "checkpoints" / c[0]).is_dir()]
+        if not cells:
+            raise SurgeonError(f"{run}: no checkpoints of this recipe's cells (checkpoints/<cell>); "
+                               "is it a run of this recipe?")
+    out = []
+    for cell in cells:
+        name, split, s, train_items = cell
+        model, datasets, _ = prepare_cell(recipe, index, train_items, split, s)
+        if run is not None:
+            load_trained(model, Path(run) / "checkpoints" / name)
+        model.to(runtime.device)
+        loader = make_loader(datasets["test"], recipe.eval.batch_size or recipe.train.batch_size, shuffle=False,
+                             seed=s, workers=recipe.train.workers, runtime=runtime)
+        recorder = ExpertRecorder(model, index.num_classes)
+        test = reported(recipe, task, evaluate(model, task, loader, runtime, index.num_classes, recorder=recorder))
+        reporter.message(f"{name}: test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
+        out.append({"name": name, "split": split.name, "seed": s, "counts": {"test": len(datasets["test"])},
+                    "valid": {}, "test": test, "experts": recorder.result(),
+                    "skipped": sorted(datasets["test"].skipped)})
+    dist.teardown(runtime)
+    return {"format": "surgeon-eval/1", "recipe": str(recipe._source), "run": str(run) if run else None,
+            "model": model_ref, "cells": out, "summary": summarize(out)}
+
+
+def with_model(recipe, ref: str):
+    """The recipe evaluated on another model: a surgery directory or a model reference, no new method."""
+    path = Path(ref)
+    model = recipe.model.model_copy(update={"ref": None, "tiny": None, "surgery": None, "config": {},
+                                            "init": "pretrained"})
+    if (path / "surgery.json").is_file():
+        model = model.model_copy(update={"surgery": str(path)})
+    else:
+        model = model.model_copy(update={"ref": ref})
+    new = recipe.model_copy(update={"model": model, "method": None, "merge": None})
+    new._source = recipe._source
+    return new
+
+
+def load_trained(model, folder: Path) -> None:
+    """Load a run checkpoint's parameters (adapter.safetensors, in-memory names) into a rebuilt model."""
+    from safetensors.torch import load_file
+
+    file = folder / "adapter.safetensors"
+    if not file.is_file():
+        raise SurgeonError(f"{folder}: no adapter.safetensors")
+    state = load_file(str(file))
+    missing_in_model = sorted(set(state) - set(model.state_dict()))
+    if missing_in_model:
+        raise SurgeonError(f"{file}: {len(missing_in_model)} tensors do not fit the recipe's model "
+                           f"(first: {missing_in_model[0]}); is it the same recipe?")
+    model.load_state_dict(state, strict=False)

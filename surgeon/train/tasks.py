@@ -1,0 +1,166 @@
+"""Tasks: what the training loop needs to know about the kind of prediction a model makes.
+
+The loop is task-agnostic; everything task-specific sits behind this small protocol, and `TASKS`
+maps the recipe's `model.task` name to an instance. A new task is one class and one table entry
+(the speech helper adds `"ctc"` this way, from surgeon.speech).
+
+    class Task(Protocol):
+        name: str
+        metrics: tuple[str, ...]          # metric names evaluate() returns ("loss" always included)
+        higher_is_better: dict[str, bool] # per metric, for best-epoch selection
+        def model_class(self, family: str) -> str | None
+            # transformers class to load a checkpoint with for this task (None: the config's own)
+        def prepare(self, model, labels: list[str]) -> None
+            # make the head fit the dataset: e.g. a new classifier when the class count differs
+        def forward(self, model, batch) -> Tensor
+            # model outputs (logits) for a collated batch (see surgeon.data.collate)
+        def loss(self, outputs, batch) -> Tensor
+            # scalar training loss
+        def new_tally(self, num_labels: int) -> Tally
+            # an accumulator: tally.add(outputs, batch, loss); tally.result() -> {metric: value}
+
+Batches are dicts from `surgeon.data.collate`: input_values, labels, optional attention_mask,
+keys, text. Metric values are plain floats (accuracy and macro-F1 as fractions in [0, 1]).
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from surgeon.errors import SurgeonError
+
+
+class Tally(Protocol):
+    def add(self, outputs, batch, loss: float) -> None: ...
+
+    def result(self) -> dict[str, float]: ...
+
+
+class Task(Protocol):
+    name: str
+    metrics: tuple[str, ...]
+    higher_is_better: dict[str, bool]
+
+    def model_class(self, family: str) -> str | None: ...
+
+    def prepare(self, model, labels: list[str]) -> None: ...
+
+    def forward(self, model, batch): ...
+
+    def loss(self, outputs, batch): ...
+
+    def new_tally(self, num_labels: int) -> Tally: ...
+
+
+# -- classification ------------------------------------------------------------------------------
+
+class ConfusionTally:
+    """Accuracy, macro-F1 and mean loss from a running confusion matrix."""
+
+    def __init__(self, num_labels: int):
+        self.confusion = torch.zeros(num_labels, num_labels, dtype=torch.long)
+        self.loss_sum = 0.0
+        self.count = 0
+
+    def add(self, outputs, batch, loss: float) -> None:
+        pred = outputs.argmax(dim=-1).cpu()
+        labels = batch["labels"].cpu()
+        self.confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
+        self.loss_sum += float(loss) * len(labels)
+        self.count += len(labels)
+
+    def result(self) -> dict[str, float]:
+        c = self.confusion.double()
+        total = c.sum().item()
+        correct = c.diag().sum().item()
+        tp = c.diag()
+        precision = tp / c.sum(0).clamp(min=1)
+        recall = tp / c.sum(1).clamp(min=1)
+        f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp))
+        present = c.sum(1) > 0  # macro average over the classes that occur in this split
+        return {
+            "accuracy": correct / total if total else 0.0,
+            "macro_f1": f1[present].mean().item() if present.any() else 0.0,
+            "loss": self.loss_sum / self.count if self.count else 0.0,
+        }
+
+
+class ClassificationTask:
+    """Single-label classification with cross-entropy (all papers' benchmarks)."""
+
+    name = "classification"
+    metrics = ("accuracy", "macro_f1", "loss")
+    higher_is_better = {"accuracy": True, "macro_f1": True, "loss": False}
+    # family -> transformers class with a classification head
+    MODEL_CLASSES = {
+        "ast": "ASTForAudioClassification",
+        "vit": "ViTForImageClassification",
+        "wav2vec2": "Wav2Vec2ForSequenceClassification",
+        "hubert": "HubertForSequenceClassification",
+    }
+
+    def model_class(self, family: str) -> str | None:
+        return self.MODEL_CLASSES.get(family)
+
+    def prepare(self, model, labels: list[str]) -> None:
+        """A fresh final Linear when the head's output size differs from the number of classes."""
+        from surgeon.hf import family_of_model
+
+        n = len(labels)
+        head = _final_linear(model, family_of_model(model).heads)
+        if head is None:
+            raise SurgeonError(f"model: {type(model).__name__} has no classification head to train")
+        parent, attr, linear = head
+        if linear.out_features != n:
+            new = torch.nn.Linear(linear.in_features, n, bias=linear.bias is not None)
+            setattr(parent, attr, new.to(linear.weight.device, linear.weight.dtype))
+        model.config.num_labels = n
+        model.config.id2label = dict(enumerate(labels))
+        model.config.label2id = {name: i for i, name in enumerate(labels)}
+
+    def forward(self, model, batch):
+        kwargs = {"attention_mask": batch["attention_mask"]} if "attention_mask" in batch else {}
+        return model(batch["input_values"], **kwargs).logits
+
+    def loss(self, outputs, batch):
+        return torch.nn.functional.cross_entropy(outputs.float(), batch["labels"])
+
+    def new_tally(self, num_labels: int) -> ConfusionTally:
+        return ConfusionTally(num_labels)
+
+
+def _final_linear(model, heads: tuple[str, ...]):
+    """(parent module, attribute, Linear) of the last Linear inside the first head module present."""
+    for name in heads:
+        module = getattr(model, name, None)
+        if module is None:
+            continue
+        if isinstance(module, torch.nn.Linear):
+            return model, name, module
+        found = None
+        for path, sub in module.named_modules():
+            if isinstance(sub, torch.nn.Linear):
+                found = path
+        if found is not None:
+            parent_path, _, attr = found.rpartition(".")
+            parent = module.get_submodule(parent_path) if parent_path else module
+            return parent, attr, getattr(parent, attr)
+    return None
+
+
+TASKS: dict[str, Task] = {
+    "classification": ClassificationTask(),
+}
+
+
+def get_task(name: str) -> Task:
+    if name in TASKS:
+        return TASKS[name]
+    try:  # tasks registered by optional parts (CTC lives in surgeon.speech, issue 6)
+        import surgeon.speech.tasks  # noqa: F401
+    except ImportError:
+        pass
+    if name not in TASKS:
+        raise SurgeonError(f"model.task: {name!r} is not available here (known: {', '.join(TASKS)})")
+    return TASKS[name]
