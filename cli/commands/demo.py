@@ -1,18 +1,23 @@
-"""`surgeon demo`: the main job on an embedded default, offline."""
+"""`surgeon demo`: the main job on the embedded default, offline.
+
+It trains the bundled quickstart recipe (a tiny AST built from a config, a Soft-MoA adapter, the
+synthetic dataset), then inspects the adapter it saved: nothing is downloaded."""
 from __future__ import annotations
 
 import typer
 
 
 def demo(
-    out: str = typer.Option("runs/demo", "--out", "-o", help="Where the demo writes its outputs."),
+    out: str = typer.Option("runs/quickstart", "--out", "-o", help="Run directory (replaced if it exists)."),
 ):
-    """Build a tiny AST from a config, save it, and inspect it (no downloads)."""
+    """Train the quickstart recipe offline (tiny AST + Soft-MoA on synthetic sounds) and inspect the result."""
     from pathlib import Path
 
-    from surgeon.tiny import save_tiny
     from surgeon_cli.commands.inspect import inspect
+    from surgeon_cli.commands.train import train
 
-    model = save_tiny("ast", Path(out) / "tiny-ast", force=True)
-    print(f"saved a tiny AST built from ASTConfig to {model}\n")
-    inspect(str(model), as_json=False, check=True, tensors=True, allow_pickle=False)
+    train("quickstart", set_=[], fold=None, seed=None, out=out, force=True)
+    for checkpoint in sorted((Path(out) / "checkpoints").iterdir()):
+        print()
+        inspect(str(checkpoint), as_json=False, check=False, tensors=False, allow_pickle=False)
+    print(f"\nplots: {Path(out) / 'plots'}")
