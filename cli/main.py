@@ -18,6 +18,7 @@ from surgeon_cli.commands import inspect as inspect_cmd
 from surgeon_cli.commands import merge as merge_cmd
 from surgeon_cli.commands import models as models_cmd
 from surgeon_cli.commands import train as train_cmd
+from surgeon_cli.commands import select_layers as select_layers_cmd
 
 app = typer.Typer(
     name="surgeon",
@@ -56,6 +57,7 @@ app.command("train")(train_cmd.train)
 app.command("eval")(train_cmd.eval_)
 app.command("validate")(train_cmd.validate)
 app.add_typer(train_cmd.recipes_app, name="recipes")
+app.command("select-layers")(select_layers_cmd.select_layers)
 
 
 def _fail(message: str, code: int) -> None:

@@ -1,0 +1,165 @@
+"""A recipe's `[merge]` table (paper 003), called by surgeon.train.model.apply_merge before training.
+
+    [merge]
+    source = "bert"        # the model whose attention is merged in
+    learnable = true       # Learnable-MAM (eq. 3); false: static MAM (eqs. 1-2)
+    init_lam = 0.1         # lam of every merged layer (the starting value when learnable)
+    layers = [12, 13, 14]  # or "all"
+
+Static (learnable = false): the q/k/v weights and biases become lam * W_source + (1 - lam) * W_target
+in memory, in float32 as a lerp from the nearer end (torch.lerp, the arithmetic `surgeon merge` uses;
+equal to its output within float rounding, and exactly what Learnable-MAM computes at init_lam), and
+training proceeds on plain weights: no hooks.
+
+Learnable: surgeon.speech.learnable_mam.apply; the returned hooks log lam per layer after every epoch
+(metrics.jsonl, key "lam") and, when the cell ends, bake lam into plain weights, write them with the
+target's tokenizer files to <run>/checkpoints/<cell>/merged (loads with transformers), plot lam per
+epoch to <run>/checkpoints/<cell>/lam.png, and put the learned lam per layer into the cell's test
+results as "lam_layer_<i>".
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from surgeon.errors import SurgeonError
+
+TOKENIZER_FILES = ("vocab.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "preprocessor_config.json")
+
+
+def apply(model, section, offline_model: str | None = None):
+    """offline_model="tiny" (validation without the checkpoints): a source that cannot be found is
+    replaced by a tiny model of its family with the model's shape, as the model itself was."""
+    layers = section.layers
+    source = section.source
+    if offline_model:
+        source = _stand_in(source, model)
+    if section.learnable:
+        from surgeon.speech import learnable_mam
+
+        learnable_mam.apply(model, source, layers=layers, init_lam=section.init_lam)
+        return LearnableHooks(model)
+    static_merge(model, source, layers=layers, lam=section.init_lam)
+    return None
+
+
+def _stand_in(source: str, model) -> str:
+    import atexit
+    import tempfile
+
+    from surgeon.refs import ALIASES, resolve
+    from surgeon.tiny import save_tiny
+
+    try:
+        resolve(source)
+        return source
+    except SurgeonError:
+        if source not in ALIASES:
+            raise
+    c = model.config
+    out = Path(tempfile.mkdtemp(prefix="surgeon-stand-in-")) / "model"
+    atexit.register(shutil.rmtree, out.parent, True)
+    save_tiny(ALIASES[source].family, out, num_hidden_layers=c.num_hidden_layers, hidden_size=c.hidden_size,
+              num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size)
+    return str(out)
+
+
+def static_merge(model, source, *, layers="all", lam: float = 0.1, bias: bool = True) -> list[int]:
+    """MAM in memory: torch.lerp in float32, then the model's dtype."""
+    import torch
+
+    from surgeon.hf import family_of_model, layer_module_path
+    from surgeon.io.checkpoint import Checkpoint
+    from surgeon.speech.learnable_mam import ROLES, _layer_list
+
+    if not 0.0 <= float(lam) <= 1.0:
+        raise SurgeonError(f"merge.init_lam: {lam} is outside [0, 1]")
+    family = family_of_model(model)
+    n = model.config.num_hidden_layers
+    src = Checkpoint.open(source)
+    if src.dims["num_layers"] != n or src.dims["hidden_size"] != model.config.hidden_size:
+        raise SurgeonError(f"merge.source {source}: {src.dims['num_layers']} layers of width "
+                           f"{src.dims['hidden_size']}, but the model has {n} layers of width {model.config.hidden_size}")
+    chosen = _layer_list(layers, n)
+    with torch.no_grad():
+        for i in chosen:
+            for role in ROLES:
+                linear = model.get_submodule(layer_module_path(model, family, i, role))
+                for leaf in ("weight", "bias") if bias and linear.bias is not None else ("weight",):
+                    own = getattr(linear, leaf)
+                    key = src.role_key(i, role, leaf)
+                    if key not in src.tensors:
+                        raise SurgeonError(f"merge.source {source}: no tensor {key}")
+                    s = src.get(key)
+                    if tuple(s.shape) != tuple(own.shape):
+                        raise SurgeonError(f"merge.source {source}: {key} {tuple(s.shape)} does not match the model's "
+                                           f"layer {i} {role} {leaf} {tuple(own.shape)}")
+                    t = own.detach().float()
+                    own.copy_(torch.lerp(t, s.to(t), torch.tensor(float(lam), device=t.device)).to(own.dtype))
+    return chosen
+
+
+class LearnableHooks:
+    """What the training loop calls for a Learnable-MAM run (see surgeon.train.loop / runs)."""
+
+    def __init__(self, model):
+        from surgeon.speech import learnable_mam
+
+        self.model = model
+        self.history = [learnable_mam.lams(model)]  # entry 0: the initial lam
+
+    def log(self) -> dict:
+        """Called after every epoch: lam per layer for metrics.jsonl (and the plot)."""
+        from surgeon.speech import learnable_mam
+
+        current = learnable_mam.lams(self.model)
+        self.history.append(current)
+        return {"lam": {str(i): v for i, v in current.items()}}
+
+    def finish(self, model, folder) -> dict[str, float]:
+        from surgeon.speech import learnable_mam
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        final = learnable_mam.bake(model)
+        write_plain(model, folder / "merged")
+        plot_lams(self.history, folder / "lam.png")
+        return {f"lam_layer_{i}": v for i, v in final.items()}
+
+
+def write_plain(model, out: Path) -> None:
+    """save_pretrained plus the target's tokenizer / feature-extractor files."""
+    from surgeon.surgery_keys import method_of_key
+
+    extra = [k for k in model.state_dict() if method_of_key(k)]
+    if extra:  # a PETL method is injected as well: surgeon's own full save keeps it
+        from surgeon.api import save_surgery
+
+        save_surgery(model, out, full=True)
+    else:
+        model.save_pretrained(out)
+    where = Path(getattr(model, "name_or_path", "") or "")
+    for name in TOKENIZER_FILES:
+        if where.is_dir() and (where / name).is_file():
+            shutil.copy2(where / name, out / name)
+
+
+def plot_lams(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for layer in sorted(history[0]):
+        ax.plot(range(len(history)), [h[layer] for h in history], marker="o", label=f"layer {layer}")
+    ax.set_xlabel("epoch (0 = init)")
+    ax.set_ylabel("lam")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Learnable-MAM interpolation per layer")
+    if len(history[0]) <= 12:
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,337 @@
+"""Choose the layers to merge from data (paper 003 section 4.1).
+
+For paired samples (audio with its transcript) the target model hears the audio and the source model
+reads the text (or hears the same audio when it is a speech model too). Every transformer layer's
+output (``hidden_states[1:]``, one per layer; the embedding output is left out) is averaged over the
+sequence, ignoring padding, giving one vector per layer per sample. Layer i of the source is then
+compared with layer i of the target over all samples:
+
+  swd        sliced Wasserstein distance between the two point clouds (POT), lower = more similar
+  euclidean  mean distance between the paired vectors, lower = more similar
+  inner      mean inner product of the paired vectors, higher = more similar
+
+Layers are ranked from most to least similar and the top k are chosen.
+
+Memory: batches stream through both models and only running sums leave a batch, except for the SWD,
+which needs the whole point clouds. It keeps each sample's projections onto the `projections` random
+directions (the same directions `ot.sliced_wasserstein_distance` draws for that seed), that is
+`projections` numbers per sample and layer instead of `hidden_size`, and finally calls
+`ot.sliced_wasserstein_distance` on those projections with identity directions, which is the same
+computation as calling it on the full vectors.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from surgeon.errors import SurgeonError
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
+METRICS = {"swd": False, "euclidean": False, "inner": True}  # metric -> higher is more similar
+
+
+def ranking(scores: list[float], metric: str) -> list[int]:
+    """Layer indices from most to least similar (ties: lower layer first)."""
+    higher = METRICS[metric]
+    return sorted(range(len(scores)), key=lambda i: (-scores[i] if higher else scores[i], i))
+
+
+def choose(scores: list[float], metric: str, top_k: int) -> list[int]:
+    return sorted(ranking(scores, metric)[:top_k])
+
+
+# -- pooled layer outputs ------------------------------------------------------------------------
+
+
+@dataclass
+class Encoder:
+    """One model with the way its input is prepared from a paired item."""
+
+    ref: str
+    model: object
+    family: object
+    modality: str  # "speech" | "text"
+    tokenizer: object = None
+    spec: object = None  # FeatureSpec for speech
+    # give the model the waveform attention mask and batch padded clips; models whose feature
+    # encoder uses group norm (the base checkpoints) are trained without a mask and their output
+    # depends on the padding, so they see one clip at a time instead
+    pass_mask: bool = True
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    def pooled(self, items) -> list:
+        """[num_layers] tensors [batch, hidden]: each layer's output averaged over its valid positions."""
+        import torch
+
+        with torch.no_grad():
+            if self.modality == "text":
+                enc = self.tokenizer([it.text or "" for it in items], padding=True, truncation=True,
+                                     return_tensors="pt")
+                out = self.model(**enc, output_hidden_states=True)
+                mask = enc["attention_mask"]
+            elif not self.pass_mask and len(items) > 1:
+                # group-norm feature encoders normalise over the padded length: one item at a time
+                per_item = [self.pooled([it]) for it in items]
+                return [torch.cat(layer) for layer in zip(*per_item)]
+            else:
+                wav, wav_mask = self._waveforms(items)
+                out = self.model(wav, attention_mask=wav_mask if self.pass_mask else None,
+                                 output_hidden_states=True)
+                frames = out.hidden_states[-1].shape[1]
+                lengths = self.model._get_feat_extract_output_lengths(wav_mask.sum(-1)).clamp(max=frames)
+                mask = (torch.arange(frames)[None, :] < lengths[:, None]).long()
+            m = mask.unsqueeze(-1).to(out.hidden_states[0].dtype)
+            denom = m.sum(1).clamp(min=1)
+            return [(h * m).sum(1) / denom for h in out.hidden_states[1:]]
+
+    def _waveforms(self, items):
+        import torch
+
+        from surgeon.data.features import load_audio, waveform
+
+        waves = [waveform(load_audio(it.path, self.spec.sample_rate), self.spec) for it in items]
+        n = max(w.numel() for w in waves)
+        batch = torch.zeros(len(waves), n)
+        mask = torch.zeros(len(waves), n, dtype=torch.long)
+        for i, w in enumerate(waves):
+            batch[i, : w.numel()] = w
+            mask[i, : w.numel()] = 1
+        return batch, mask
+
+
+def open_encoder(ref: str, role: str) -> Encoder:
+    from surgeon.anatomy import get_family
+    from surgeon.data.features import feature_spec_for
+    from surgeon.hf import family_of_model, load_pretrained
+    from surgeon.io.checkpoint import read_json
+    from surgeon.refs import resolve
+
+    model = load_pretrained(ref)
+    family = family_of_model(model)
+    base = getattr(model, family.base_prefix, model)  # the heads are not needed
+    path = resolve(ref)
+    if family.modality == "text":
+        import transformers
+
+        # transformers 5 builds an empty tokenizer (special tokens only) when the files are absent
+        if not any((path / name).is_file() for name in TOKENIZER_FILES):
+            raise SurgeonError(f"{ref}: the {role} is a text model but has no tokenizer files "
+                               f"({', '.join(TOKENIZER_FILES)}); save its tokenizer beside the weights")
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(path)
+        except Exception as e:
+            reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+            raise SurgeonError(f"{ref}: the {role} is a text model but its tokenizer cannot be loaded ({reason})") from None
+        return Encoder(ref, base, family, "text", tokenizer=tok)
+    if family.modality == "speech":
+        pre_file = path / "preprocessor_config.json"
+        pre = read_json(pre_file) if pre_file.is_file() else {}
+        config = model.config.to_dict()
+        spec = feature_spec_for(config, family.name, preprocessor_config=pre)
+        # group-norm feature encoders (base models) are trained without an attention mask
+        pass_mask = bool(pre.get("return_attention_mask", config.get("feat_extract_norm") == "layer"))
+        return Encoder(ref, base, get_family(family.name), "speech", spec=spec, pass_mask=pass_mask)
+    raise SurgeonError(
+        f"{ref}: select-layers pairs audio with text; a {family.modality} model ({family.name}) as the {role} "
+        "is not supported (source: text or speech, target: speech)"
+    )
+
+
+def check_shapes(source: str, target: str) -> tuple[int, int]:
+    """(num_layers, hidden_size) shared by both checkpoints, read from the headers before any loading."""
+    from surgeon.io.checkpoint import Checkpoint
+
+    s, t = Checkpoint.open(source), Checkpoint.open(target)
+    sd, td = s.dims, t.dims
+    if (sd["num_layers"], sd["hidden_size"]) != (td["num_layers"], td["hidden_size"]):
+        raise SurgeonError(
+            f"--source {source} has {sd['num_layers']} layers of width {sd['hidden_size']} but --target {target} has "
+            f"{td['num_layers']} layers of width {td['hidden_size']}; select-layers compares layer i with layer i "
+            "and needs the same layer count and hidden size"
+        )
+    return td["num_layers"], td["hidden_size"]
+
+
+# -- accumulation ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Accumulator:
+    """Running per-layer sums for euclidean/inner and the projected point clouds for swd."""
+
+    num_layers: int
+    directions: object  # numpy [hidden, projections] (POT's random directions for the seed)
+    count: int = 0
+    dist_sum: list = field(default_factory=list)
+    inner_sum: list = field(default_factory=list)
+    proj_s: list = field(default_factory=list)  # per layer: list of numpy [batch, projections]
+    proj_t: list = field(default_factory=list)
+
+    def __post_init__(self):
+        L = self.num_layers
+        self.dist_sum, self.inner_sum = [0.0] * L, [0.0] * L
+        self.proj_s, self.proj_t = [[] for _ in range(L)], [[] for _ in range(L)]
+
+    def add(self, src_layers, tgt_layers) -> None:
+        for i, (s, t) in enumerate(zip(src_layers, tgt_layers)):
+            s, t = s.double(), t.double()
+            self.dist_sum[i] += float((s - t).norm(dim=1).sum())
+            self.inner_sum[i] += float((s * t).sum(dim=1).sum())
+            self.proj_s[i].append(s.numpy() @ self.directions)
+            self.proj_t[i].append(t.numpy() @ self.directions)
+        self.count += src_layers[0].shape[0]
+
+    def scores(self) -> dict[str, list[float]]:
+        import numpy as np
+        import ot
+
+        n = max(self.count, 1)
+        P = self.directions.shape[1]
+        eye = np.eye(P)
+        swd = [float(ot.sliced_wasserstein_distance(np.concatenate(ps), np.concatenate(pt), projections=eye))
+               for ps, pt in zip(self.proj_s, self.proj_t)]
+        return {
+            "swd": swd,
+            "euclidean": [d / n for d in self.dist_sum],
+            "inner": [d / n for d in self.inner_sum],
+        }
+
+
+def random_directions(hidden: int, projections: int, seed: int):
+    """The unit directions ot.sliced_wasserstein_distance(..., n_projections, seed=seed) draws."""
+    import ot
+
+    return ot.sliced.get_random_projections(hidden, projections, seed)
+
+
+def select_layers(source: str, target: str, pairs, *, metric: str = "swd", top_k: int = 6, projections: int = 50,
+                  seed: int = 0, batch_size: int = 8, limit: int | None = None, progress: bool = False) -> dict:
+    """Score every layer pair and choose the top k; returns the selection document (see write_selection)."""
+    import torch
+
+    from surgeon.speech.datasets import load_pairs
+
+    if metric not in METRICS:
+        raise SurgeonError(f"--metric: unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    if projections < 1:
+        raise SurgeonError("--projections: must be at least 1")
+    if batch_size < 1:
+        raise SurgeonError("--batch-size: must be at least 1")
+    if limit is not None and limit < 1:
+        raise SurgeonError("--limit: must be at least 1")
+    num_layers, hidden = check_shapes(source, target)
+    if not 1 <= top_k <= num_layers:
+        raise SurgeonError(f"--top-k: must be between 1 and the number of layers ({num_layers}), got {top_k}")
+    index = load_pairs(pairs)
+    items = [it for it in index.items if it.path is not None]
+    if limit is not None:
+        items = items[:limit]
+    if not items:
+        raise SurgeonError(f"{pairs}: no paired audio found" + (f" ({len(index.missing)} listed files are missing)" if index.missing else ""))
+    src, tgt = open_encoder(source, "source"), open_encoder(target, "target")
+    if tgt.modality != "speech":
+        raise SurgeonError(f"--target {target}: select-layers needs a speech model as the target (it hears the audio)")
+
+    torch.manual_seed(seed)
+    acc = Accumulator(num_layers, random_directions(hidden, projections, seed))
+    forward_s = distance_s = 0.0
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    with _progress(progress, len(items)) as advance:
+        for batch in batches:
+            t0 = time.perf_counter()
+            s_layers, t_layers = src.pooled(batch), tgt.pooled(batch)
+            t1 = time.perf_counter()
+            acc.add(s_layers, t_layers)
+            distance_s += time.perf_counter() - t1
+            forward_s += t1 - t0
+            advance(len(batch))
+    t1 = time.perf_counter()
+    all_scores = acc.scores()
+    distance_s += time.perf_counter() - t1
+    scores = all_scores[metric]
+    return {
+        "format": "surgeon-layer-selection/1",
+        "metric": metric,
+        "higher_is_more_similar": METRICS[metric],
+        "source": str(source),
+        "target": str(target),
+        "pairs": str(pairs),
+        "num_pairs": acc.count,
+        "projections": projections,
+        "seed": seed,
+        "top_k": top_k,
+        "scores": scores,
+        "ranking": ranking(scores, metric),
+        "layers": choose(scores, metric, top_k),
+        "all_scores": all_scores,
+        "timing": {"forward_s": forward_s, "distance_s": distance_s},
+    }
+
+
+class _progress:
+    """A rich progress bar on stderr when asked, otherwise nothing."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total, self.bar = enabled, total, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self.bar = Progress(console=Console(stderr=True), transient=True)
+        self.bar.start()
+        task = self.bar.add_task("pairs through both models", total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def plot_path_for(out) -> Path:
+    return Path(out).with_suffix(".png")
+
+
+def write_selection(doc: dict, out, *, plot=None, force: bool = False, inputs=()) -> tuple[Path, Path]:
+    """selection.json and a bar chart of the per-layer scores (chosen layers highlighted), atomically."""
+    from surgeon.io.atomic import atomic_output, check_output
+
+    out = Path(out)
+    plot = Path(plot) if plot else plot_path_for(out)
+    check_output(out, force=force, inputs=inputs)
+    check_output(plot, force=force, inputs=inputs)
+    with atomic_output(plot, force=force, inputs=inputs, directory=False) as tmp:
+        plot_scores(doc, tmp)
+    with atomic_output(out, force=force, inputs=inputs, directory=False) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    return out, plot
+
+
+def plot_scores(doc: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores, chosen = doc["scores"], set(doc["layers"])
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(scores) + 2), 3))
+    ax.bar(range(len(scores)), scores, color=["tab:orange" if i in chosen else "tab:blue" for i in range(len(scores))])
+    ax.set_xlabel("layer")
+    better = "higher" if doc["higher_is_more_similar"] else "lower"
+    ax.set_ylabel(f"{doc['metric']} ({better} = more similar)")
+    ax.set_title(f"top {doc['top_k']} layers by {doc['metric']} (orange = chosen)")
+    ax.set_xticks(range(len(scores)))
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,214 @@
+"""Learnable-MAM (paper 003 eq. 3) on a tiny BERT source and a tiny HuBERT-for-CTC target."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from surgeon.errors import SurgeonError
+
+ROLES = {"q": "q_proj", "k": "k_proj", "v": "v_proj"}
+BERT = {"q": "query", "k": "key", "v": "value"}
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory):
+    from surgeon.tiny import save_tiny
+
+    root = tmp_path_factory.mktemp("lmam")
+    return {"source": save_tiny("bert", root / "bert", num_hidden_layers=3),
+            "target": save_tiny("hubert", root / "hubert", num_hidden_layers=3)}
+
+
+def load_target(refs):
+    from surgeon.hf import load_pretrained
+
+    return load_pretrained(refs["target"])
+
+
+def source_tensor(refs, i, role, leaf):
+    from surgeon.io.checkpoint import Checkpoint
+
+    ckpt = Checkpoint.open(refs["source"])
+    return ckpt.get(f"encoder.layer.{i}.attention.self.{BERT[role]}.{leaf}")
+
+
+def attn(model, i, role):
+    return getattr(model.hubert.encoder.layers[i].attention, ROLES[role])
+
+
+def probe():
+    torch.manual_seed(0)
+    return torch.randn(2, 1600)
+
+
+def test_init_equals_static_merge(refs, tmp_path):
+    from surgeon.hf import load_pretrained
+    from surgeon.io.checkpoint import Checkpoint
+    from surgeon.merging.mam import run_merge
+    from surgeon.merging.plan import build_plan, open_source
+    from surgeon.speech import learnable_mam as lmam
+
+    plain = load_target(refs)
+    model = load_target(refs)
+    lmam.apply(model, refs["source"], layers=[0, 2], init_lam=0.1)
+    lam = torch.tensor(0.1)
+    for i in (0, 2):
+        for role in ROLES:
+            for leaf in ("weight", "bias"):
+                wt, ws = getattr(attn(plain, i, role), leaf), source_tensor(refs, i, role, leaf)
+                merged = getattr(attn(model, i, role), leaf)
+                assert torch.equal(merged, torch.lerp(wt, ws, lam))  # what the static merge computes
+                assert torch.allclose(merged, lam * ws + (1 - lam) * wt, rtol=0, atol=1e-7)  # eq. 3
+    for role in ROLES:  # layer 1 is not merged
+        assert torch.equal(attn(model, 1, role).weight, attn(plain, 1, role).weight)
+
+    # the same model as `surgeon merge --lam 0.1 --layers 0,2`
+    tgt = Checkpoint.open(refs["target"])
+    run_merge(build_plan(tgt, open_source(str(refs["source"]), tgt), "0.1", layers="0,2"), tmp_path / "merged")
+    merged = load_pretrained(tmp_path / "merged")
+    for name, p in merged.state_dict().items():
+        if ".attention." in name and name.split(".")[-2] in ROLES.values():
+            assert torch.allclose(_param(model, name), p, atol=1e-6), name
+    with torch.no_grad():
+        assert torch.allclose(model(probe()).logits, merged(probe()).logits, atol=1e-5)
+
+
+def _param(model, name):
+    module, _, leaf = name.rpartition(".")
+    return getattr(model.get_submodule(module), leaf)
+
+
+def test_gradients_reach_lam_and_target_not_source(refs):
+    from surgeon.speech import learnable_mam as lmam
+
+    model = load_target(refs).train()
+    gates = lmam.apply(model, refs["source"], init_lam=0.3)
+    model(probe()).logits.pow(2).mean().backward()
+    for i, gate in gates.items():
+        assert gate.raw.grad is not None and gate.raw.grad.abs() > 0
+        for role in ROLES:
+            p = attn(model, i, role).parametrizations.weight
+            assert p.original.requires_grad and p.original.grad.abs().sum() > 0
+            src = p[0].source
+            assert not src.requires_grad and src.grad is None
+    names = [n for n, _ in model.named_parameters()]
+    assert not any(n.endswith(".source") for n in names)
+    assert sum(n.endswith("surgeon_lmam.raw") for n in names) == 3  # one lam per layer, shared by q/k/v
+
+
+def test_frozen_target_trains_lam_only(refs):
+    from surgeon.speech import learnable_mam as lmam
+
+    model = load_target(refs)
+    lmam.apply(model, refs["source"], layers=[1], init_lam=0.5, train_target=False)
+    assert not attn(model, 1, "q").parametrizations.weight.original.requires_grad
+    assert lmam.lam_parameters(model)[0].requires_grad
+
+
+@pytest.mark.parametrize("attach", [False, True])
+def test_lam_stays_in_unit_interval_with_large_lr(refs, attach):
+    from surgeon.speech import learnable_mam as lmam
+
+    model = load_target(refs).train()
+    lmam.apply(model, refs["source"], init_lam=[0.0, 0.5, 1.0])
+    opt = torch.optim.SGD(lmam.lam_parameters(model), lr=1e4)
+    if attach:  # projection right after each step; otherwise the model's forward pre-hook does it
+        lmam.attach(opt, model)
+    seen = set()
+    for step in range(6):
+        opt.zero_grad()
+        sign = 1 if step % 2 else -1  # push lam both ways
+        (sign * model(probe()).logits.mean()).backward()
+        for g in lmam.gates(model).values():  # the forward projected raw before using it
+            assert 0.0 <= float(g.raw.detach()) <= 1.0
+        opt.step()
+        for g in lmam.gates(model).values():
+            assert 0.0 <= float(g.lam().detach()) <= 1.0
+        seen.update(round(v, 6) for v in lmam.lams(model).values())
+    # the huge steps throw lam to both ends and back: it never leaves [0, 1] and never gets stuck
+    assert {0.0, 1.0} <= seen
+
+
+def test_bake_writes_learned_interpolation_and_loads_with_transformers(refs, tmp_path):
+    from transformers import HubertForCTC
+
+    from surgeon.speech import learnable_mam as lmam
+
+    model = load_target(refs).train()
+    lmam.apply(model, refs["source"], layers=[0, 1], init_lam=0.2)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    lmam.attach(opt, model)
+    for _ in range(3):
+        opt.zero_grad()
+        model(probe()).logits.pow(2).mean().backward()
+        opt.step()
+    learned = lmam.lams(model)
+    assert all(abs(v - 0.2) > 1e-4 for v in learned.values())  # lam moved
+    targets = {(i, r, leaf): getattr(attn(model, i, r).parametrizations, leaf).original.detach().clone()
+               for i in (0, 1) for r in ROLES for leaf in ("weight", "bias")}
+    model.eval()
+    with torch.no_grad():
+        before = model(probe()).logits
+    assert lmam.bake(model) == learned
+    for (i, r, leaf), wt in targets.items():
+        lam = torch.tensor(learned[i])
+        expected = lam * source_tensor(refs, i, r, leaf) + (1 - lam) * wt
+        assert torch.allclose(getattr(attn(model, i, r), leaf), expected, atol=1e-7)
+    plain_keys = set(load_target(refs).state_dict())
+    assert set(model.state_dict()) == plain_keys  # no extra parameters or buffers left
+    assert not lmam.gates(model)
+    model.save_pretrained(tmp_path / "baked")
+    reloaded = HubertForCTC.from_pretrained(tmp_path / "baked").eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(probe()).logits, before, atol=1e-5)
+
+
+def test_bad_requests(refs, tiny_dir):
+    from surgeon.speech import learnable_mam as lmam
+
+    with pytest.raises(SurgeonError, match="layers of width"):
+        lmam.apply(load_target(refs), tiny_dir("bert"), init_lam=0.1)  # 2 layers vs 3
+    with pytest.raises(SurgeonError, match="out of range"):
+        lmam.apply(load_target(refs), refs["source"], layers=[5])
+    with pytest.raises(SurgeonError, match="outside"):
+        lmam.apply(load_target(refs), refs["source"], init_lam=1.5)
+    with pytest.raises(SurgeonError, match="values for"):
+        lmam.apply(load_target(refs), refs["source"], init_lam=[0.1, 0.2])
+
+
+def test_static_recipe_merge_equals_surgeon_merge_and_lmam_at_init(refs, tmp_path):
+    from surgeon.hf import load_pretrained
+    from surgeon.io.checkpoint import Checkpoint
+    from surgeon.merging.mam import run_merge
+    from surgeon.merging.plan import build_plan, open_source
+    from surgeon.speech.recipe_merge import static_merge
+
+    model = load_target(refs)
+    assert static_merge(model, refs["source"], layers=[1, 2], lam=0.25) == [1, 2]
+    tgt = Checkpoint.open(refs["target"])
+    run_merge(build_plan(tgt, open_source(str(refs["source"]), tgt), "0.25", layers="1,2"), tmp_path / "merged")
+    merged = load_pretrained(tmp_path / "merged").state_dict()
+    for name, value in model.state_dict().items():
+        assert torch.allclose(value, merged[name], rtol=0, atol=1e-6), name
+    # Learnable-MAM at init_lam computes the very same weights
+    from surgeon.speech import learnable_mam as lmam
+
+    learnable = load_target(refs)
+    lmam.apply(learnable, refs["source"], layers=[1, 2], init_lam=0.25)
+    for i in (1, 2):
+        for role in ROLES:
+            assert torch.equal(attn(learnable, i, role).weight, attn(model, i, role).weight)
+            assert torch.equal(attn(learnable, i, role).bias, attn(model, i, role).bias)
+
+
+def test_bad_request_leaves_model_untouched(refs):
+    from surgeon.speech import learnable_mam as lmam
+
+    model = load_target(refs)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(SurgeonError, match="outside"):
+        lmam.apply(model, refs["source"], init_lam=[0.1, 0.2, 1.5])
+    assert not lmam.gates(model) and set(model.state_dict()) == set(before)
+    with pytest.raises(SurgeonError, match="out of range"):
+        lmam.apply(model, refs["source"], layers=[0, 7])
+    assert not lmam.gates(model) and set(model.state_dict()) == set(before)
