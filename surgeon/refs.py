@@ -18,6 +18,7 @@ class Alias:
     name: str
     hub_id: str
     family: str
+    num_layers: int  # of the checkpoint, so offline stand-ins (validate) keep its depth
     used_in: str
 
 
@@ -25,11 +26,11 @@ class Alias:
 ALIASES: dict[str, Alias] = {
     a.name: a
     for a in (
-        Alias("ast", "MIT/ast-finetuned-audioset-10-10-0.4593", "ast", "PETL for AST (001, 002), Soft-MoA (000)"),
-        Alias("vit", "google/vit-base-patch16-224", "vit", "MAM audio event classification (003), LoAA (004)"),
-        Alias("bert", "google-bert/bert-large-uncased", "bert", "MAM source for speech recognition (003)"),
-        Alias("hubert", "facebook/hubert-large-ls960-ft", "hubert", "MAM target for speech recognition (003)"),
-        Alias("wav2vec2", "facebook/wav2vec2-base", "wav2vec2", "PETL ablation backbone (001)"),
+        Alias("ast", "MIT/ast-finetuned-audioset-10-10-0.4593", "ast", 12, "PETL for AST (001, 002), Soft-MoA (000)"),
+        Alias("vit", "google/vit-base-patch16-224", "vit", 12, "MAM audio event classification (003), LoAA (004)"),
+        Alias("bert", "google-bert/bert-large-uncased", "bert", 24, "MAM source for speech recognition (003)"),
+        Alias("hubert", "facebook/hubert-large-ls960-ft", "hubert", 24, "MAM target for speech recognition (003)"),
+        Alias("wav2vec2", "facebook/wav2vec2-base", "wav2vec2", 12, "PETL ablation backbone (001)"),
     )
 }
 

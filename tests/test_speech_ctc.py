@@ -118,3 +118,8 @@ lr = 1e-3
     plain = set(HubertForCTC(model.config).state_dict())
     assert set(model.state_dict()) == plain  # no lam, no source copies, no interpolation left
     assert (run / "checkpoints" / cell["name"] / "lam.png").read_bytes()[:4] == b"\x89PNG"
+    # the worst utterances, reference beside hypothesis, and the edit breakdown (paper 003 Tables 4, 6)
+    details = json.loads((run / "details" / f"{cell['name']}-test.json").read_text())
+    assert details["num_utterances"] == cell["counts"]["test"] and details["worst"]
+    assert {"key", "reference", "hypothesis", "wer", "cer"} <= set(details["worst"][0])
+    assert details["wer"] == cell["test"]["wer"]

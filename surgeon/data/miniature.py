@@ -191,6 +191,39 @@ def make_folder(root, *, classes: int = 3, per_class: int = 10, seconds: float =
     return root
 
 
+_SENTENCES = ("printing in the only sense", "with which we are at present concerned", "please call stella",
+              "ask her to bring these things", "differs from most if not from all the arts")
+
+
+def make_ljspeech(root, *, utterances: int = 60, seconds: float = 0.3) -> Path:
+    """root/wavs/LJnnn-nnnn.wav and metadata.csv (id|transcription|normalized transcription, no header).
+    Enough utterances that the hashed 90/5/5 split leaves some in every part."""
+    root = Path(root)
+    src = _source(len(_SENTENCES), seconds, 22050)
+    lines = []
+    for n in range(utterances):
+        uid = f"LJ{n // 10 + 1:03d}-{n % 10 + 1:04d}"
+        _write(root / "wavs" / f"{uid}.wav", src, n % len(_SENTENCES), n)
+        text = _SENTENCES[n % len(_SENTENCES)]
+        lines.append(f"{uid}|{text.capitalize()}.|{text.capitalize()}.")
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def make_vctk(root, *, speakers: int = 3, per_speaker: int = 20, seconds: float = 0.3) -> Path:
+    """root/wav48_silence_trimmed/<spk>/<spk>_<nnn>_mic1.flac and root/txt/<spk>/<spk>_<nnn>.txt."""
+    root = Path(root)
+    src = _source(len(_SENTENCES), seconds, 48000)
+    for s in range(speakers):
+        spk = f"p{225 + s}"
+        for n in range(1, per_speaker + 1):
+            text = root / "txt" / spk / f"{spk}_{n:03d}.txt"
+            text.parent.mkdir(parents=True, exist_ok=True)
+            text.write_text(_SENTENCES[n % len(_SENTENCES)].capitalize() + ".\n", encoding="utf-8")
+            _write(root / "wav48_silence_trimmed" / spk / f"{spk}_{n:03d}_mic1.flac", src, n % len(_SENTENCES), n)
+    return root
+
+
 MINIATURES = {
     "esc50": make_esc50,
     "urbansound8k": make_urbansound8k,
@@ -199,6 +232,8 @@ MINIATURES = {
     "iemocap": make_iemocap,
     "manifest": make_manifest,
     "folder": make_folder,
+    "ljspeech": make_ljspeech,
+    "vctk": make_vctk,
 }
 
 

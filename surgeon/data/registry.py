@@ -20,6 +20,8 @@ from surgeon.data.synthetic import read_synthetic
 from surgeon.data.types import DatasetIndex
 from surgeon.data.urbansound8k import read_urbansound8k
 from surgeon.errors import SurgeonError
+# transcribed-speech readers (LJ Speech, VCTK, path,text manifests) live with the speech task
+from surgeon.speech.datasets import READERS as SPEECH_READERS
 
 DATASETS = {
     "esc50": read_esc50,
@@ -32,12 +34,6 @@ DATASETS = {
     "synthetic": read_synthetic,
 }
 
-try:  # transcribed-speech readers (LJ Speech, VCTK, path,text manifests) live in surgeon.speech
-    from surgeon.speech.datasets import READERS as SPEECH_READERS
-except ModuleNotFoundError as e:
-    if not (e.name or "").startswith("surgeon.speech"):
-        raise
-    SPEECH_READERS = {}
 DATASETS.update(SPEECH_READERS)
 NEEDS_ROOT = {name for name in DATASETS if name != "synthetic"}
 

@@ -54,8 +54,14 @@ def buffers_state(model) -> dict[str, torch.Tensor]:
     return {n: b.detach().clone() for n, b in model.named_buffers()}
 
 
-@torch.no_grad()
 def evaluate(model, task, loader, runtime, num_labels: int, recorder=None) -> dict:
+    return evaluate_tally(model, task, loader, runtime, num_labels, recorder).result()
+
+
+@torch.no_grad()
+def evaluate_tally(model, task, loader, runtime, num_labels: int, recorder=None):
+    """Run the model over `loader` and return the task's tally (its result() holds the metrics; a
+    tally with details(), like CTC's worst utterances, has more to report)."""
     model.eval()
     tally = task.new_tally(num_labels)
     for batch in loader:
@@ -68,7 +74,7 @@ def evaluate(model, task, loader, runtime, num_labels: int, recorder=None) -> di
         tally.add(out.float(), batch, float(loss))
         if recorder:
             recorder.add(batch["labels"])
-    return tally.result()
+    return tally
 
 
 def make_loader(dataset, batch_size: int, *, shuffle: bool, seed: int, workers: int, runtime):

@@ -16,6 +16,14 @@ from surgeon.errors import SurgeonError
 STAND_IN = dict(hidden_size=128, num_attention_heads=4, intermediate_size=256)
 
 
+def stand_in_shape(ref) -> dict:
+    """Config overrides of the offline stand-in for `ref`: small, with the real depth when known."""
+    from surgeon.refs import ALIASES
+
+    layers = {"num_hidden_layers": ALIASES[ref].num_layers} if ref in ALIASES else {}
+    return {**STAND_IN, **layers}
+
+
 def model_family(recipe, offline_model: str | None = None) -> str:
     """The family of the recipe's model without loading weights."""
     m = recipe.model
@@ -62,7 +70,7 @@ def load_backbone(recipe, task, offline_model: str | None = None):
     if m.tiny or offline_model:
         from surgeon.tiny import build_tiny
 
-        overrides = dict(m.config) if m.tiny else dict(STAND_IN)
+        overrides = dict(m.config) if m.tiny else stand_in_shape(m.ref)
         return build_tiny(family, model_class=task.model_class(family), **overrides)
     from surgeon.hf import load_pretrained
 
@@ -88,7 +96,7 @@ def build_model(recipe, labels: list[str], *, feature_spec=None, offline_model: 
     task.prepare(model, labels)
     _record_head(model)
     # offline (validate's tiny stand-in) the merge source checkpoint is not there to merge from
-    hooks = apply_merge(model, recipe) if recipe.merge is not None and not offline_model else None
+    hooks = apply_merge(model, recipe, offline_model) if recipe.merge is not None else None
     if recipe.methods:
         from surgeon.api import inject
 
@@ -120,14 +128,9 @@ def method_name(recipe) -> str:
     return record["methods"][0]["method"] if record.get("methods") else "full"
 
 
-def apply_merge(model, recipe):
-    """Attention merging before training ([merge]); implemented by surgeon.speech (issue 6), which
-    provides `surgeon.speech.recipe_merge.apply(model, merge_section) -> hooks or None`."""
-    try:
-        from surgeon.speech import recipe_merge
-    except ImportError:
-        raise SurgeonError(
-            "merge: attention merging in recipes needs surgeon.speech.recipe_merge (issue 6), which this "
-            "installation lacks; remove the [merge] table"
-        ) from None
-    return recipe_merge.apply(model, recipe.merge)
+def apply_merge(model, recipe, offline_model: str | None = None):
+    """Attention merging before training ([merge], paper 003): static MAM, or Learnable-MAM hooks.
+    Offline (validate's tiny stand-in), a merge source that is not available is stood in for too."""
+    from surgeon.speech import recipe_merge
+
+    return recipe_merge.apply(model, recipe.merge, offline_model=offline_model)

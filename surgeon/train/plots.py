@@ -21,15 +21,17 @@ def curves(history: list[dict], out: Path, title: str) -> Path:
     for key, label in (("train_loss", "train"), ("valid_loss", "valid")):
         if any(key in h for h in history):
             ax_loss.plot(epochs, [h.get(key) for h in history], marker="o", label=label)
-    metric = "accuracy" if any("valid_accuracy" in h for h in history) else None
-    for key, label in (("train_accuracy", "train"), ("valid_accuracy", "valid")):
+    # the right panel shows the task's main metric: accuracy (classification) or CER/WER (ctc)
+    metric = next((m for m in ("accuracy", "cer", "wer") if any(f"valid_{m}" in h for h in history)), None)
+    for key, label in ((f"train_{metric}", "train"), (f"valid_{metric}", "valid")):
         if metric and any(key in h for h in history):
             ax_acc.plot(epochs, [h.get(key) for h in history], marker="o", label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_acc.set(xlabel="epoch", ylabel=metric or "-", title=metric or "no metric")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, dpi=110)

@@ -125,7 +125,7 @@ def prepare_cell(recipe, index, train_items, split, seed: int, offline_model: st
 
 def run_cell(recipe, index, cell, runtime, *, log, reporter, out: Path | None, offline_model=None):
     from surgeon.train.experts import ExpertRecorder
-    from surgeon.train.loop import CellResult, evaluate, fit, make_loader
+    from surgeon.train.loop import CellResult, evaluate_tally, fit, make_loader
     from surgeon.train.tasks import get_task
 
     name, split, seed, train_items = cell
@@ -147,7 +147,8 @@ def run_cell(recipe, index, cell, runtime, *, log, reporter, out: Path | None, o
     epoch, valid, history = fit(model, task, recipe, loaders, runtime, num_labels=n, log=log, reporter=reporter,
                                 cell=name, merge_hooks=merge_hooks)
     recorder = ExpertRecorder(model, n)
-    test = evaluate(model, task, loaders["test"], runtime, n, recorder=recorder) if counts["test"] else {}
+    tally = evaluate_tally(model, task, loaders["test"], runtime, n, recorder=recorder) if counts["test"] else None
+    test = tally.result() if tally else {}
     test, valid = reported(recipe, task, test), reported(recipe, task, valid)
     skipped = sorted({k for ds in datasets.values() for k in ds.skipped})
     result = CellResult(name=name, split=split.name, seed=seed, counts=counts, best_epoch=epoch, valid=valid,
@@ -158,6 +159,9 @@ def run_cell(recipe, index, cell, runtime, *, log, reporter, out: Path | None, o
             result.test.update(merge_hooks.finish(model, out / "checkpoints" / name) or {})
         if recipe.output.plots:
             write_plots(result, index.classes, out / "plots")
+        if hasattr(tally, "details"):  # e.g. speech recognition: worst utterances, edit breakdown
+            (out / "details").mkdir(exist_ok=True)
+            (out / "details" / f"{name}-test.json").write_text(json.dumps(tally.details(), indent=2) + "\n")
     log({"event": "cell", "cell": name, "best_epoch": epoch, **{f"test_{k}": v for k, v in test.items()}})
     reporter.message(f"{name}: selected epoch {epoch} on validation; test "
                      + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
