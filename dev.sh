@@ -25,6 +25,6 @@ shift || true
 case "$job" in
   demo) exec surgeon demo "$@" ;;
   test) exec python -m pytest "$@" ;;
-  bench) name=$1; shift; exec python "benchmarks/$name.py" "$@" ;;
+  bench) name=$1; shift; exec python -m "benchmarks.$name" "$@" ;;
   *) echo "usage: bash dev.sh demo|test|bench NAME" >&2; exit 2 ;;
 esac

@@ -5,20 +5,14 @@ Measured side by side in one run (interleaved, medians):
   surgeon --help            vs  python -c "import torch"   (goal: under half)
   transformers from_pretrained  vs  surgeon inspect        (goal: inspect at least 20x faster)
 
-    python benchmarks/inspect.py [--repeats 5]
+    python -m benchmarks.inspect [--repeats 5]      (from the repository root)
 """
 from __future__ import annotations
 
-import os
+import argparse
 import sys
 
-# This file is named like the stdlib module `inspect`: move its folder behind the stdlib on the path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
-
-import argparse  # noqa: E402
-
-from _common import CACHE, interleaved_medians, random_checkpoint, surgeon_cmd
+from benchmarks._common import CACHE, interleaved_medians, random_checkpoint, surgeon_cmd
 
 
 def main() -> None:

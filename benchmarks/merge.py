@@ -11,7 +11,7 @@ Checkpoints (cached in benchmarks/.cache/, ~1.3 GB each): a bert-large-shaped so
 (24 x 1024, the paper's BERT) and a hubert-large-shaped target (HubertForCTC, 24 x 1024), plus a PEFT
 LoRA adapter (r = 16 on q, k, v, o of every layer) for the base.
 
-    python benchmarks/merge.py [--repeats 1]
+    python -m benchmarks.merge [--repeats 1]      (from the repository root)
 """
 from __future__ import annotations
 
@@ -26,10 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# benchmarks/inspect.py would shadow the stdlib module: keep this folder behind the stdlib on the path
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
-from _common import CACHE, gib, random_checkpoint, surgeon_cmd  # noqa: E402
+from benchmarks._common import CACHE, gib, random_checkpoint, surgeon_cmd
 
 TIME = "/usr/bin/time"  # GNU time: peak RSS of exactly one command
 

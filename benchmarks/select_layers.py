@@ -1,7 +1,7 @@
 """Time of `select-layers` per 100 paired samples on tiny models, and where it goes: the forward passes
 of both models versus the distance computation (pooling excluded: it is part of the forward side).
 
-    python benchmarks/select_layers.py [--pairs 100] [--layers 4] [--projections 50] [--batch-size 8]
+    python -m benchmarks.select_layers [--pairs 100] [--layers 4] [--projections 50] [--batch-size 8]
 
 Everything is built in a temporary directory (tiny BERT with a character tokenizer, tiny HuBERT with
 a layer-norm feature encoder like hubert-large and its 20 ms frames, a synthetic paired manifest); the three metrics are
@@ -11,15 +11,9 @@ full pooled features (what the streaming computation replaces) for the same laye
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-# run as a script, this folder comes first on sys.path, where other benchmarks' names
-# (e.g. inspect.py) would shadow the standard library
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 
 def build(root: Path, layers: int, pairs: int):

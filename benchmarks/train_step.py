@@ -1,6 +1,6 @@
 """Training step cost: full fine-tuning vs a Pfeiffer bottleneck adapter on the AST-base shape.
 
-    python benchmarks/train_step.py [--steps 6] [--batch 4]
+    python -m benchmarks.train_step [--steps 6] [--batch 4]
 
 AST-base dimensions (d 768, 12 layers, 12 heads, FFN 3072) with random weights (no download), 1 s clips
 (100 fbank frames), batch 4, on the CPU, AdamW as in training. Each configuration runs in its own
@@ -20,8 +20,6 @@ import sys
 import tempfile
 import time
 
-# benchmarks/ holds scripts whose names shadow standard modules (inspect.py): keep it off the path
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 AST_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
                 max_length=100, num_mel_bins=128)
@@ -97,7 +95,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as cache:
         rows = []
         for name in CONFIGS:
-            out = subprocess.run([sys.executable, __file__, "--child", name, "--steps", str(a.steps),
+            out = subprocess.run([sys.executable, "-m", "benchmarks.train_step", "--child", name, "--steps", str(a.steps),
                                   "--batch", str(a.batch), "--cache", cache],
                                  capture_output=True, text=True, env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
             if out.returncode:
