@@ -225,6 +225,18 @@ _SPEECH = Naming(
 )
 _SPEECH_MEMORY = Naming(layers=_SPEECH.layers, roles={**_SPEECH.roles, "attn": "attention", "ffn": "feed_forward"})
 
+# HuBERT and wav2vec 2.0 encoders share one layout; only their names differ
+_SPEECH_ENCODER = dict(
+    disk=_SPEECH,
+    memory=_SPEECH_MEMORY,
+    modality="speech",
+    final_norm="encoder.layer_norm",
+    heads=("lm_head", "classifier", "projector"),
+    frozen_frontend=("feature_extractor",),
+    norm_position="do_stable_layer_norm",
+    key_signature=(r"(^|\.)feature_extractor\.conv_layers\.0\.conv\.weight$",),
+)
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -268,32 +280,8 @@ FAMILIES: dict[str, Family] = {
             norm_position="post",
             key_signature=(r"(^|\.)embeddings\.word_embeddings\.weight$",),
         ),
-        Family(
-            name="hubert",
-            model_types=("hubert",),
-            base_prefix="hubert",
-            disk=_SPEECH,
-            memory=_SPEECH_MEMORY,
-            modality="speech",
-            final_norm="encoder.layer_norm",
-            heads=("lm_head", "classifier", "projector"),
-            frozen_frontend=("feature_extractor",),
-            norm_position="do_stable_layer_norm",
-            key_signature=(r"(^|\.)feature_extractor\.conv_layers\.0\.conv\.weight$",),
-        ),
-        Family(
-            name="wav2vec2",
-            model_types=("wav2vec2",),
-            base_prefix="wav2vec2",
-            disk=_SPEECH,
-            memory=_SPEECH_MEMORY,
-            modality="speech",
-            final_norm="encoder.layer_norm",
-            heads=("lm_head", "classifier", "projector"),
-            frozen_frontend=("feature_extractor",),
-            norm_position="do_stable_layer_norm",
-            key_signature=(r"(^|\.)feature_extractor\.conv_layers\.0\.conv\.weight$",),
-        ),
+        Family(name="hubert", model_types=("hubert",), base_prefix="hubert", **_SPEECH_ENCODER),
+        Family(name="wav2vec2", model_types=("wav2vec2",), base_prefix="wav2vec2", **_SPEECH_ENCODER),
     )
 }
 

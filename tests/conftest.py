@@ -30,6 +30,18 @@ def tiny_dir(tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run many times faster on one thread than on two contended ones; modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(params=FAMILIES)
 def family(request):
     return request.param

@@ -6,12 +6,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_inject_json_and_adapter_layout(cli, tiny_dir, tmp_path):
