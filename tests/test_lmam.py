@@ -212,3 +212,111 @@ def test_bad_request_leaves_model_untouched(refs):
     with pytest.raises(SurgeonError, match="out of range"):
         lmam.apply(model, refs["source"], layers=[0, 7])
     assert not lmam.gates(model) and set(model.state_dict()) == set(before)
+
+
+# -- the recipe [merge] table: per-layer init_lam, layers_from, bias ------------------------------
+
+def merge_section(**keys):
+    from surgeon.recipes.schema import MergeSection
+
+    return MergeSection(**keys)
+
+
+@pytest.mark.parametrize("learnable", [False, True])
+def test_recipe_per_layer_init_lam_reaches_the_model(refs, learnable):
+    from surgeon.speech import learnable_mam as lmam
+    from surgeon.speech.recipe_merge import apply
+
+    plain, model = load_target(refs), load_target(refs)
+    # listed out of order: the values follow the order of `layers`
+    apply(model, merge_section(source=str(refs["source"]), learnable=learnable, layers=[2, 0], init_lam=[0.75, 0.25]))
+    want = {0: 0.25, 2: 0.75}
+    if learnable:
+        assert lmam.lams(model) == want
+    for i in range(3):
+        for role in ROLES:
+            for leaf in ("weight", "bias"):
+                wt, got = getattr(attn(plain, i, role), leaf), getattr(attn(model, i, role), leaf)
+                if i not in want:
+                    assert torch.equal(got, wt)
+                    continue
+                ws = source_tensor(refs, i, role, leaf)
+                assert torch.allclose(got, want[i] * ws + (1 - want[i]) * wt, rtol=0, atol=1e-6), (i, role, leaf)
+
+
+@pytest.mark.parametrize("learnable", [False, True])
+def test_recipe_bias_false_leaves_biases_untouched(refs, learnable):
+    from surgeon.speech.recipe_merge import apply
+
+    plain, model = load_target(refs), load_target(refs)
+    apply(model, merge_section(source=str(refs["source"]), learnable=learnable, init_lam=0.5, bias=False))
+    for i in range(3):
+        for role in ROLES:
+            assert torch.equal(attn(model, i, role).bias, attn(plain, i, role).bias)
+            assert not torch.equal(attn(model, i, role).weight, attn(plain, i, role).weight)
+
+
+def test_recipe_layers_from_selection_file(refs, tmp_path):
+    import json
+
+    from surgeon.recipes.load import load_recipe
+    from surgeon.speech.recipe_merge import apply, layer_plan
+
+    (tmp_path / "sel").mkdir()
+    (tmp_path / "sel" / "selection.json").write_text(json.dumps({"layers": [2, 1], "metric": "swd"}))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(RECIPE.format(merge=f'source = "{refs["source"]}"\nlayers_from = "sel/selection.json"\n'
+                                          'init_lam = [0.2, 0.6]'))
+    section = load_recipe(recipe, check_paths=False).merge
+    assert section.layers_from == str(tmp_path / "sel" / "selection.json")  # against the recipe's folder
+    # the run directory's dump (defaults spelt out, layers = "all" among them) loads again
+    from surgeon.recipes.load import dump_recipe
+
+    (tmp_path / "dumped.toml").write_text(dump_recipe(load_recipe(recipe, check_paths=False)))
+    assert load_recipe(tmp_path / "dumped.toml", check_paths=False).merge == section
+    assert layer_plan(section, 3) == ([1, 2], {1: 0.2, 2: 0.6})  # ascending layer order
+    plain, model = load_target(refs), load_target(refs)
+    apply(model, section)
+    assert torch.equal(attn(model, 0, "q").weight, attn(plain, 0, "q").weight)
+    for i, lam in ((1, 0.2), (2, 0.6)):
+        ws, wt = source_tensor(refs, i, "q", "weight"), attn(plain, i, "q").weight
+        assert torch.allclose(attn(model, i, "q").weight, lam * ws + (1 - lam) * wt, rtol=0, atol=1e-6)
+    # three values for the file's two layers: an error naming the key, before the model is touched
+    section = section.model_copy(update={"init_lam": [0.1, 0.2, 0.3]})
+    with pytest.raises(SurgeonError, match=r"merge.init_lam: 3 values for 2 merged layers"):
+        apply(load_target(refs), section)
+
+
+RECIPE = """
+[model]
+tiny = "hubert"
+task = "ctc"
+[method]
+name = "full"
+[merge]
+{merge}
+[data]
+format = "transcripts"
+root = "data"
+[train]
+epochs = 1
+batch_size = 2
+"""
+
+
+@pytest.mark.parametrize("merge, problem", [
+    ('source = "bert"\nlayers = [0, 1]\ninit_lam = [0.1, 0.2, 0.3]', "merge.init_lam: 3 values for 2 layers"),
+    ('source = "bert"\ninit_lam = []', "merge.init_lam: "),
+    ('source = "bert"\ninit_lam = [0.1, 1.5]', "merge.init_lam: 1.5 is outside [0, 1]"),
+    ('source = "bert"\nlayers = [0, 0]\ninit_lam = [0.1, 0.2]', "merge.layers: a layer is listed twice"),
+    ('source = "bert"\nlayers = [0]\nlayers_from = "s.json"', "merge.layers_from: give either layers or layers_from"),
+    ('source = "bert"\nbias = "no"', "merge.bias: "),
+])
+def test_recipe_merge_schema_errors(tmp_path, merge, problem):
+    from surgeon.recipes.load import load_recipe
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(RECIPE.format(merge=merge))
+    with pytest.raises(SurgeonError) as e:
+        load_recipe(recipe, check_paths=False)
+    assert problem in str(e.value) and "\n" not in str(e.value)

@@ -199,3 +199,142 @@ def test_pooling_ignores_padding(setup):
     pooled = open_encoder(setup["bert"], "source").pooled(items)
     for layer in range(LAYERS):
         assert torch.allclose(pooled[layer][0], hidden[layer + 1][0].mean(0), atol=1e-5)
+
+
+# -- an image source (ViT) with a second manifest of images, an AST target (paper 003, audio events) --
+
+def write_images(folder: Path, count: int, seed: int = 0) -> Path:
+    """`count` random RGB images of assorted sizes and their manifest (paths relative to the CSV)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    rows = ["path"]
+    for i in range(count):
+        h, w = int(rng.integers(20, 48)), int(rng.integers(20, 48))
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(folder / "img" / f"{i}.png")
+        rows.append(f"img/{i}.png")
+    (folder / "images.csv").write_text("\n".join(rows) + "\n")
+    return folder / "images.csv"
+
+
+@pytest.fixture(scope="module")
+def image_setup(setup):
+    from surgeon.tiny import save_tiny
+
+    root = setup["root"]
+    return {"vit": str(save_tiny("vit", root / "vit")), "ast": str(save_tiny("ast", root / "ast")),
+            "images": str(write_images(root / "images", 10)), "pairs": setup["pairs"]}
+
+
+def by_hand_vit(vit: str, images: list) -> list:
+    """ViT features the plain way: resize to image_size, scale to [0, 1], normalise 0.5 / 0.5."""
+    import torch
+    from PIL import Image
+    from transformers import ViTForImageClassification
+
+    model = ViTForImageClassification.from_pretrained(vit).eval()
+    size = model.config.image_size
+    pixels = []
+    for path in images:
+        x = np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255
+        pixels.append(torch.from_numpy(((x - 0.5) / 0.5).transpose(2, 0, 1).copy()))
+    with torch.no_grad():
+        hidden = model.vit(torch.stack(pixels), output_hidden_states=True).hidden_states
+    return [h.mean(1).double().numpy() for h in hidden[1:]]  # CLS + patches, every layer
+
+
+def by_hand_ast(ast: str, clips: list) -> list:
+    """AST features through transformers' own ASTFeatureExtractor (an independent fbank)."""
+    import soundfile as sf
+    import torch
+    from transformers import ASTFeatureExtractor, ASTForAudioClassification
+
+    model = ASTForAudioClassification.from_pretrained(ast).eval()
+    fe = ASTFeatureExtractor(num_mel_bins=model.config.num_mel_bins, max_length=model.config.max_length)
+    waves = [sf.read(str(p), dtype="float32")[0] for p in clips]
+    feats = fe(waves, sampling_rate=16000, return_tensors="pt").input_values
+    with torch.no_grad():
+        hidden = model.audio_spectrogram_transformer(feats, output_hidden_states=True).hidden_states
+    return [h.mean(1).double().numpy() for h in hidden[1:]]
+
+
+def test_image_source_cli_matches_direct_pot(image_setup, capsys, tmp_path):
+    import csv
+
+    import ot
+
+    from surgeon.speech.datasets import load_pairs
+
+    out = tmp_path / "selection.json"
+    code, _, err = cli(["select-layers", "--source", image_setup["vit"], "--target", image_setup["ast"],
+                        "--pairs", image_setup["pairs"], "--source-pairs", image_setup["images"], "--metric", "swd",
+                        "--top-k", "1", "--projections", "16", "--seed", "2", "--batch-size", "4", "--out", str(out)],
+                       capsys)
+    assert code == 0, err
+    doc = json.loads(out.read_text())
+    images = [Path(image_setup["images"]).parent / row["path"] for row in csv.DictReader(open(image_setup["images"]))]
+    xs = by_hand_vit(image_setup["vit"], images)
+    xt = by_hand_ast(image_setup["ast"], [it.path for it in load_pairs(image_setup["pairs"]).items])
+    assert doc["num_pairs"] == 10 and len(doc["scores"]) == 2
+    for i in range(2):
+        direct = ot.sliced_wasserstein_distance(xs[i], xt[i], n_projections=16, seed=2)
+        assert doc["scores"][i] == pytest.approx(direct, rel=1e-5, abs=1e-9)
+        assert doc["all_scores"]["euclidean"][i] == pytest.approx(np.linalg.norm(xs[i] - xt[i], axis=1).mean(), rel=1e-5)
+        assert doc["all_scores"]["inner"][i] == pytest.approx((xs[i] * xt[i]).sum(1).mean(), rel=1e-5, abs=1e-7)
+    assert doc["layers"] == [int(np.argmin(doc["scores"]))]
+
+
+def test_image_preprocessor_config_is_followed(image_setup, tmp_path):
+    """With a preprocessor_config.json the checkpoint's own settings apply (as transformers' ViT
+    image processor computes them); without one, 0.5 / 0.5 and config.image_size."""
+    import shutil
+
+    import torch
+    from PIL import Image
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+    from surgeon.speech.select_layers import load_image, open_encoder
+
+    vit = tmp_path / "vit"
+    shutil.copytree(image_setup["vit"], vit)
+    proc = ViTImageProcessorPil(size={"height": 48, "width": 40}, resample=3, image_mean=[0.4, 0.5, 0.6],
+                                image_std=[0.2, 0.3, 0.25])
+    proc.save_pretrained(vit)
+    image = Path(image_setup["images"]).parent / "img" / "3.png"
+    enc = open_encoder(str(vit), "source")
+    mine = load_image(image, enc.image)
+    want = ViTImageProcessorPil.from_pretrained(vit)(Image.open(image), return_tensors="pt")
+    assert mine.shape == (3, 48, 40)
+    assert torch.allclose(mine, want.pixel_values[0].float(), atol=1e-5)
+    plain = load_image(image, open_encoder(image_setup["vit"], "source").image)
+    assert plain.shape == (3, 32, 32) and not torch.allclose(plain[:, :32, :32], mine[:, :32, :32])
+
+
+def test_image_manifest_problems_one_line_exit_2(image_setup, capsys, tmp_path):
+    base = ["select-layers", "--source", image_setup["vit"], "--target", image_setup["ast"], "--pairs",
+            image_setup["pairs"], "--top-k", "1", "--out", str(tmp_path / "s.json")]
+    short = write_images(tmp_path / "short", 7)
+    (tmp_path / "nopath.csv").write_text("file\nimg/0.png\n")
+    holes = tmp_path / "holes.csv"
+    holes.write_text("path\n" + "".join(f"{Path(image_setup['images']).parent}/img/{i}.png\n" for i in range(9)) + "gone.png\n")
+    cases = [
+        ([], "--source-pairs IMAGES.csv"),                                       # image source, no images
+        (["--source-pairs", str(tmp_path / "absent.csv")], "no such file"),
+        (["--source-pairs", str(short)], "7 images for 10 audio pairs"),
+        (["--source-pairs", str(tmp_path / "nopath.csv")], "no `path` column"),
+        (["--source-pairs", str(holes)], "gone.png not found"),
+    ]
+    for extra, needle in cases:
+        code, _, err = cli(base + extra, capsys)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (extra, err)
+    # images for a source that does not see them
+    code, _, err = cli(["select-layers", "--source", image_setup["ast"], "--target", image_setup["ast"], "--pairs",
+                        image_setup["pairs"], "--source-pairs", image_setup["images"], "--top-k", "1",
+                        "--out", str(tmp_path / "s.json")], capsys)
+    assert code == 2 and "only for an image source" in err and len(err.strip().splitlines()) == 1
+    # an image model cannot be the target: it does not hear the audio
+    code, _, err = cli(["select-layers", "--source", image_setup["ast"], "--target", image_setup["vit"], "--pairs",
+                        image_setup["pairs"], "--top-k", "1", "--out", str(tmp_path / "s.json")], capsys)
+    assert code == 2 and "--target" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s.json").exists() and not (tmp_path / "s.png").exists()

@@ -9,9 +9,12 @@ from surgeon_cli.render import console, print_json
 
 
 def select_layers(
-    source: str = typer.Option(..., "--source", help="Source model (text, e.g. BERT; or speech)."),
-    target: str = typer.Option(..., "--target", help="Target speech model (HuBERT / wav2vec 2.0)."),
+    source: str = typer.Option(..., "--source", help="Source model (text, e.g. BERT; image, e.g. ViT; or speech/audio)."),
+    target: str = typer.Option(..., "--target", help="Target audio model (HuBERT / wav2vec 2.0 / AST)."),
     pairs: str = typer.Option(..., "--pairs", help="Manifest CSV with path,text (or an LJ Speech / VCTK directory)."),
+    source_pairs: Optional[str] = typer.Option(
+        None, "--source-pairs",
+        help="Image source only: CSV with a `path` column of images (relative to the CSV); row i goes with pair i of --pairs."),
     metric: str = typer.Option("swd", "--metric", help="swd, euclidean or inner."),
     top_k: int = typer.Option(6, "--top-k", help="How many layers to choose."),
     projections: int = typer.Option(50, "--projections", help="Random directions of the sliced Wasserstein distance."),
@@ -34,11 +37,11 @@ def select_layers(
 
         raise SurgeonError(f"--metric: unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
     plot_out = plot or plot_path_for(out)
-    inputs = [source, target, pairs]
+    inputs = [source, target, pairs] + ([source_pairs] if source_pairs else [])
     check_output(out, force=force, inputs=inputs)  # fail before the models run
     check_output(plot_out, force=force, inputs=inputs)
     doc = run(source, target, pairs, metric=metric, top_k=top_k, projections=projections, seed=seed,
-              batch_size=batch_size, limit=limit, progress=sys.stderr.isatty())
+              batch_size=batch_size, limit=limit, progress=sys.stderr.isatty(), source_pairs=source_pairs)
     json_path, png_path = write_selection(doc, out, plot=plot_out, force=force, inputs=inputs)
     if as_json:
         print_json(doc)

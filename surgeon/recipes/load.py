@@ -16,7 +16,8 @@ from surgeon.errors import SurgeonError
 
 # keys holding filesystem paths; `ref`-like keys may also be aliases or Hub ids, so they resolve only
 # when the path exists
-PATH_KEYS = (("data", "root"), ("data", "cache_dir"), ("model", "surgery"), ("output", "dir"))
+PATH_KEYS = (("data", "root"), ("data", "cache_dir"), ("model", "surgery"), ("output", "dir"),
+             ("merge", "layers_from"))
 REF_KEYS = (("model", "ref"), ("model", "vit_ref"), ("merge", "source"))
 
 

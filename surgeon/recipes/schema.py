@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, StrictBool, Tag, field_validator,
+                      model_validator)
 
 # The PETL methods of `surgeon inject` (issue 3). Kept here as names so validation needs no torch;
 # tests/test_recipe_schema.py checks the list against surgeon.methods when it is installed.
@@ -210,16 +211,34 @@ class MergeSection(Section):
 
     source: str
     learnable: bool = False
-    init_lam: Union[float, list[float]] = Field(0.1, description="One value, or one per merged layer.")
+    init_lam: Union[float, list[float]] = Field(
+        0.1, description="One value, or one per merged layer (in the order of `layers`; ascending otherwise).")
     layers: Union[Literal["all"], list[int]] = "all"
+    layers_from: Optional[str] = Field(
+        None, description="A layer selection JSON (`surgeon select-layers`); instead of `layers`.")
+    bias: StrictBool = Field(True, description="Merge the q/k/v biases too (false: like `surgeon merge --no-bias`).")
 
     @field_validator("init_lam")
     @classmethod
     def _in_unit(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("needs at least one value")
         for x in v if isinstance(v, list) else [v]:
             if not 0 <= x <= 1:
-                raise ValueError(f"init_lam: {x} is outside [0, 1]")
+                raise ValueError(f"{x} is outside [0, 1]")
         return v
+
+    @model_validator(mode="after")
+    def _layers(self):
+        if self.layers_from and self.layers != "all":  # "all" is the default (a dumped recipe spells it out)
+            raise ValueError("layers_from: give either layers or layers_from, not both")
+        if isinstance(self.init_lam, list) and isinstance(self.layers, list):
+            if len(set(self.layers)) != len(self.layers):
+                raise ValueError("layers: a layer is listed twice (init_lam gives one value per listed layer)")
+            if len(self.init_lam) != len(self.layers):
+                raise ValueError(f"init_lam: {len(self.init_lam)} values for {len(self.layers)} layers "
+                                 "(give one value, or one per layer in `layers`)")
+        return self
 
 
 class Recipe(Section):

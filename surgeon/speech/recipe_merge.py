@@ -3,8 +3,13 @@
     [merge]
     source = "bert"        # the model whose attention is merged in
     learnable = true       # Learnable-MAM (eq. 3); false: static MAM (eqs. 1-2)
-    init_lam = 0.1         # lam of every merged layer (the starting value when learnable)
-    layers = [12, 13, 14]  # or "all"
+    init_lam = 0.1         # lam of every merged layer (the starting value when learnable),
+                           # or one per merged layer: [0.1, 0.2, 0.3]
+    layers = [12, 13, 14]  # or "all"; or layers_from = "selection.json" (from select-layers)
+    bias = true            # merge the q/k/v biases too (false: weights only)
+
+A per-layer init_lam follows the order of `layers` when they are listed, ascending layer order
+otherwise (`"all"`, `layers_from`).
 
 Static (learnable = false): the q/k/v weights and biases become lam * W_source + (1 - lam) * W_target
 in memory, in float32 as a lerp from the nearer end (torch.lerp, the arithmetic `surgeon merge` uses;
@@ -31,17 +36,37 @@ TOKENIZER_FILES = ("vocab.json", "tokenizer_config.json", "special_tokens_map.js
 def apply(model, section, offline_model: str | None = None):
     """offline_model="tiny" (validation without the checkpoints): a source that cannot be found is
     replaced by a tiny model of its family with the model's shape, as the model itself was."""
-    layers = section.layers
+    layers, lam = layer_plan(section, model.config.num_hidden_layers)
     source = section.source
     if offline_model:
         source = _stand_in(source, model)
     if section.learnable:
         from surgeon.speech import learnable_mam
 
-        learnable_mam.apply(model, source, layers=layers, init_lam=section.init_lam)
+        learnable_mam.apply(model, source, layers=layers, init_lam=lam, bias=section.bias)
         return LearnableHooks(model)
-    static_merge(model, source, layers=layers, lam=section.init_lam)
+    static_merge(model, source, layers=layers, lam=lam, bias=section.bias)
     return None
+
+
+def layer_plan(section, num_layers: int) -> tuple[list[int], dict[int, float]]:
+    """The merged layers (ascending) and init_lam of each, from layers / layers_from / init_lam."""
+    from surgeon.speech.learnable_mam import _layer_list
+
+    if section.layers_from:
+        from surgeon.merging.layers import read_layers_file
+
+        listed = read_layers_file(section.layers_from, num_layers)  # ascending
+    else:
+        listed = _layer_list(section.layers, num_layers) if section.layers == "all" else list(section.layers)
+        _layer_list(listed, num_layers)  # range check
+    lam = section.init_lam
+    if not isinstance(lam, list):
+        return sorted(listed), {i: float(lam) for i in listed}
+    if len(lam) != len(listed):
+        where = f"merge.layers_from {section.layers_from}" if section.layers_from else "merge.layers"
+        raise SurgeonError(f"merge.init_lam: {len(lam)} values for {len(listed)} merged layers ({where})")
+    return sorted(listed), dict(zip(listed, map(float, lam)))
 
 
 def _stand_in(source: str, model) -> str:
@@ -65,16 +90,15 @@ def _stand_in(source: str, model) -> str:
     return str(out)
 
 
-def static_merge(model, source, *, layers="all", lam: float = 0.1, bias: bool = True) -> list[int]:
-    """MAM in memory: torch.lerp in float32, then the model's dtype."""
+def static_merge(model, source, *, layers="all", lam=0.1, bias: bool = True) -> list[int]:
+    """MAM in memory: torch.lerp in float32, then the model's dtype. lam: one value, a list (one per
+    chosen layer, ascending) or {layer: value}; bias=False leaves the biases untouched."""
     import torch
 
     from surgeon.hf import family_of_model, layer_module_path
     from surgeon.io.checkpoint import Checkpoint
-    from surgeon.speech.learnable_mam import ROLES, _layer_list
+    from surgeon.speech.learnable_mam import ROLES, _lams, _layer_list
 
-    if not 0.0 <= float(lam) <= 1.0:
-        raise SurgeonError(f"merge.init_lam: {lam} is outside [0, 1]")
     family = family_of_model(model)
     n = model.config.num_hidden_layers
     src = Checkpoint.open(source)
@@ -82,6 +106,10 @@ def static_merge(model, source, *, layers="all", lam: float = 0.1, bias: bool = 
         raise SurgeonError(f"merge.source {source}: {src.dims['num_layers']} layers of width "
                            f"{src.dims['hidden_size']}, but the model has {n} layers of width {model.config.hidden_size}")
     chosen = _layer_list(layers, n)
+    lam_of = _lams(lam, chosen)
+    bad = [v for v in lam_of.values() if not 0.0 <= v <= 1.0]
+    if bad:
+        raise SurgeonError(f"merge.init_lam: {bad[0]} is outside [0, 1]")
     with torch.no_grad():
         for i in chosen:
             for role in ROLES:
@@ -96,7 +124,7 @@ def static_merge(model, source, *, layers="all", lam: float = 0.1, bias: bool = 
                         raise SurgeonError(f"merge.source {source}: {key} {tuple(s.shape)} does not match the model's "
                                            f"layer {i} {role} {leaf} {tuple(own.shape)}")
                     t = own.detach().float()
-                    own.copy_(torch.lerp(t, s.to(t), torch.tensor(float(lam), device=t.device)).to(own.dtype))
+                    own.copy_(torch.lerp(t, s.to(t), torch.tensor(lam_of[i], device=t.device)).to(own.dtype))
     return chosen
 
 

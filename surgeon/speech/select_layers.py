@@ -1,7 +1,11 @@
 """Choose the layers to merge from data (paper 003 section 4.1).
 
 For paired samples (audio with its transcript) the target model hears the audio and the source model
-reads the text (or hears the same audio when it is a speech model too). Every transformer layer's
+reads the text (or hears the same audio when it is a speech or audio model too). An image source
+(ViT, paper 003's audio event classification) sees row i of a second manifest of images
+(`source_pairs`) paired with audio pair i. INPUTS maps each input modality to the way a batch of
+items becomes model inputs: text (tokenizer), speech (waveform), audio (AST fbank), image (pixels).
+Every transformer layer's
 output (``hidden_states[1:]``, one per layer; the embedding output is left out) is averaged over the
 sequence, ignoring padding, giving one vector per layer per sample. Layer i of the source is then
 compared with layer i of the target over all samples:
@@ -21,6 +25,7 @@ computation as calling it on the full vectors.
 """
 from __future__ import annotations
 
+import csv
 import json
 import time
 from dataclasses import dataclass, field
@@ -47,14 +52,15 @@ def choose(scores: list[float], metric: str, top_k: int) -> list[int]:
 
 @dataclass
 class Encoder:
-    """One model with the way its input is prepared from a paired item."""
+    """One model with the way its input is prepared from a paired item (INPUTS[modality])."""
 
     ref: str
     model: object
     family: object
-    modality: str  # "speech" | "text"
+    modality: str  # a key of INPUTS: "text" | "speech" | "audio" | "image"
     tokenizer: object = None
-    spec: object = None  # FeatureSpec for speech
+    spec: object = None  # FeatureSpec for speech (waveform) and audio (fbank)
+    image: dict = None  # image preprocessing settings (image_settings)
     # give the model the waveform attention mask and batch padded clips; models whose feature
     # encoder uses group norm (the base checkpoints) are trained without a mask and their output
     # depends on the padding, so they see one clip at a time instead
@@ -68,44 +74,159 @@ class Encoder:
         """[num_layers] tensors [batch, hidden]: each layer's output averaged over its valid positions."""
         import torch
 
+        if self.modality == "speech" and not self.pass_mask and len(items) > 1:
+            # group-norm feature encoders normalise over the padded length: one item at a time
+            per_item = [self.pooled([it]) for it in items]
+            return [torch.cat(layer) for layer in zip(*per_item)]
         with torch.no_grad():
-            if self.modality == "text":
-                enc = self.tokenizer([it.text or "" for it in items], padding=True, truncation=True,
-                                     return_tensors="pt")
-                out = self.model(**enc, output_hidden_states=True)
-                mask = enc["attention_mask"]
-            elif not self.pass_mask and len(items) > 1:
-                # group-norm feature encoders normalise over the padded length: one item at a time
-                per_item = [self.pooled([it]) for it in items]
-                return [torch.cat(layer) for layer in zip(*per_item)]
-            else:
-                wav, wav_mask = self._waveforms(items)
-                out = self.model(wav, attention_mask=wav_mask if self.pass_mask else None,
-                                 output_hidden_states=True)
-                frames = out.hidden_states[-1].shape[1]
-                lengths = self.model._get_feat_extract_output_lengths(wav_mask.sum(-1)).clamp(max=frames)
-                mask = (torch.arange(frames)[None, :] < lengths[:, None]).long()
+            kwargs, valid = INPUTS[self.modality](self, items)
+            out = self.model(**kwargs, output_hidden_states=True)
+            mask = valid(out.hidden_states[-1].shape[1])
             m = mask.unsqueeze(-1).to(out.hidden_states[0].dtype)
             denom = m.sum(1).clamp(min=1)
             return [(h * m).sum(1) / denom for h in out.hidden_states[1:]]
 
-    def _waveforms(self, items):
-        import torch
 
-        from surgeon.data.features import load_audio, waveform
+# How a batch of items becomes the model's keyword arguments, and which output positions are real
+# (a function of the output length -> [batch, length] mask). One entry per input modality.
 
-        waves = [waveform(load_audio(it.path, self.spec.sample_rate), self.spec) for it in items]
-        n = max(w.numel() for w in waves)
-        batch = torch.zeros(len(waves), n)
-        mask = torch.zeros(len(waves), n, dtype=torch.long)
-        for i, w in enumerate(waves):
-            batch[i, : w.numel()] = w
-            mask[i, : w.numel()] = 1
-        return batch, mask
+
+def _text_inputs(enc: Encoder, items):
+    batch = enc.tokenizer([it.text or "" for it in items], padding=True, truncation=True, return_tensors="pt")
+    return dict(batch), lambda length: batch["attention_mask"]
+
+
+def _waveform_inputs(enc: Encoder, items):
+    import torch
+
+    from surgeon.data.features import load_audio, waveform
+
+    waves = [waveform(load_audio(it.path, enc.spec.sample_rate), enc.spec) for it in items]
+    n = max(w.numel() for w in waves)
+    wav = torch.zeros(len(waves), n)
+    wav_mask = torch.zeros(len(waves), n, dtype=torch.long)
+    for i, w in enumerate(waves):
+        wav[i, : w.numel()] = w
+        wav_mask[i, : w.numel()] = 1
+
+    def valid(frames):
+        lengths = enc.model._get_feat_extract_output_lengths(wav_mask.sum(-1)).clamp(max=frames)
+        return (torch.arange(frames)[None, :] < lengths[:, None]).long()
+
+    return dict(input_values=wav, attention_mask=wav_mask if enc.pass_mask else None), valid
+
+
+def _all_positions(batch: int):
+    import torch
+
+    return lambda length: torch.ones(batch, length, dtype=torch.long)
+
+
+def _fbank_inputs(enc: Encoder, items):
+    """AST: the fixed-length log-mel fbank it is trained on (padded to max_length frames, as in
+    training, so every token counts: CLS, distillation and patch tokens)."""
+    import torch
+
+    from surgeon.data.features import fbank, load_audio
+
+    feats = torch.stack([fbank(load_audio(it.path, enc.spec.sample_rate), enc.spec) for it in items])
+    return dict(input_values=feats), _all_positions(len(items))
+
+
+def _image_inputs(enc: Encoder, items):
+    """ViT: each item's image (item.path), preprocessed as image_settings says; CLS + patch tokens."""
+    import torch
+
+    pixels = torch.stack([load_image(it.path, enc.image) for it in items])
+    return dict(pixel_values=pixels), _all_positions(len(items))
+
+
+INPUTS = {"text": _text_inputs, "speech": _waveform_inputs, "audio": _fbank_inputs, "image": _image_inputs}
+AUDIO_MODALITIES = ("speech", "audio")  # what a target may be: it hears the paired audio
+
+
+def image_settings(config: dict, preprocessor: dict) -> dict:
+    """The image preprocessing of a ViT checkpoint: its preprocessor_config.json settings (resize,
+    rescale, normalise) where present, else resize to config.image_size (bilinear), scale to [0, 1]
+    and normalise with mean 0.5 / std 0.5 (the ViT checkpoints' own values)."""
+    size = int(config.get("image_size", 224))
+    size_of = preprocessor.get("size", {"height": size, "width": size})
+    if isinstance(size_of, int):
+        size_of = {"height": size_of, "width": size_of}
+    if "height" not in size_of:  # {"shortest_edge": n}: a square of that side
+        side = int(size_of.get("shortest_edge", size))
+        size_of = {"height": side, "width": side}
+    channels = int(config.get("num_channels", 3))
+
+    def per_channel(v):
+        return [float(v)] * channels if isinstance(v, (int, float)) else [float(x) for x in v]
+
+    return {
+        "do_resize": bool(preprocessor.get("do_resize", True)),
+        "size": (int(size_of["height"]), int(size_of["width"])),
+        "resample": int(preprocessor.get("resample", 2)),  # PIL code; 2 = bilinear
+        "do_rescale": bool(preprocessor.get("do_rescale", True)),
+        "rescale_factor": float(preprocessor.get("rescale_factor", 1 / 255)),
+        "do_normalize": bool(preprocessor.get("do_normalize", True)),
+        "image_mean": per_channel(preprocessor.get("image_mean", 0.5)),
+        "image_std": per_channel(preprocessor.get("image_std", 0.5)),
+        "mode": "RGB" if channels == 3 else "L",
+    }
+
+
+def load_image(path, settings: dict):
+    """One image file -> float32 tensor [channels, height, width], preprocessed per `settings`."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    if not Path(path).is_file():
+        raise SurgeonError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as im:
+            im = im.convert(settings["mode"])
+            if settings["do_resize"]:
+                height, width = settings["size"]
+                im = im.resize((width, height), resample=settings["resample"])
+            x = np.asarray(im, dtype=np.float32)
+    except (UnidentifiedImageError, OSError) as e:
+        raise SurgeonError(f"{path}: cannot read image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if settings["do_rescale"]:
+        x = x * settings["rescale_factor"]
+    if settings["do_normalize"]:
+        x = (x - np.asarray(settings["image_mean"], np.float32)) / np.asarray(settings["image_std"], np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))
+
+
+def read_image_manifest(path, expected: int) -> list:
+    """The images paired with the audio, row i with pair i: a CSV with a `path` column (relative to
+    the CSV). Returns Items whose path is the image."""
+    from surgeon.data.types import Item
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise SurgeonError(f"--source-pairs {path}: no such file (expected a CSV manifest of images with a `path` column)")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if "path" not in (reader.fieldnames or []):
+            raise SurgeonError(f"--source-pairs {path}: no `path` column (columns: {', '.join(reader.fieldnames or []) or 'none'})")
+        rows = [row["path"] for row in reader if (row.get("path") or "").strip()]
+    if len(rows) != expected:
+        raise SurgeonError(f"--source-pairs {path}: {len(rows)} images for {expected} audio pairs; row i of the image "
+                           "manifest goes with pair i of --pairs, so the counts must match")
+    items = []
+    for n, rel in enumerate(rows):
+        image = Path(rel.strip()).expanduser()
+        image = image if image.is_absolute() else path.parent / image
+        if not image.is_file():
+            raise SurgeonError(f"--source-pairs {path}: row {n + 1}: image {image} not found")
+        items.append(Item(key=rel, label=-1, path=image, group=None))
+    return items
 
 
 def open_encoder(ref: str, role: str) -> Encoder:
-    from surgeon.anatomy import get_family
     from surgeon.data.features import feature_spec_for
     from surgeon.hf import family_of_model, load_pretrained
     from surgeon.io.checkpoint import read_json
@@ -115,6 +236,9 @@ def open_encoder(ref: str, role: str) -> Encoder:
     family = family_of_model(model)
     base = getattr(model, family.base_prefix, model)  # the heads are not needed
     path = resolve(ref)
+    pre_file = path / "preprocessor_config.json"
+    pre = read_json(pre_file) if pre_file.is_file() else {}
+    config = model.config.to_dict()
     if family.modality == "text":
         import transformers
 
@@ -129,17 +253,15 @@ def open_encoder(ref: str, role: str) -> Encoder:
             raise SurgeonError(f"{ref}: the {role} is a text model but its tokenizer cannot be loaded ({reason})") from None
         return Encoder(ref, base, family, "text", tokenizer=tok)
     if family.modality == "speech":
-        pre_file = path / "preprocessor_config.json"
-        pre = read_json(pre_file) if pre_file.is_file() else {}
-        config = model.config.to_dict()
         spec = feature_spec_for(config, family.name, preprocessor_config=pre)
         # group-norm feature encoders (base models) are trained without an attention mask
         pass_mask = bool(pre.get("return_attention_mask", config.get("feat_extract_norm") == "layer"))
-        return Encoder(ref, base, get_family(family.name), "speech", spec=spec, pass_mask=pass_mask)
-    raise SurgeonError(
-        f"{ref}: select-layers pairs audio with text; a {family.modality} model ({family.name}) as the {role} "
-        "is not supported (source: text or speech, target: speech)"
-    )
+        return Encoder(ref, base, family, "speech", spec=spec, pass_mask=pass_mask)
+    if family.modality == "audio":
+        return Encoder(ref, base, family, "audio", spec=feature_spec_for(config, family.name))
+    if family.modality == "image":
+        return Encoder(ref, base, family, "image", image=image_settings(config, pre))
+    raise SurgeonError(f"{ref}: select-layers has no input for a {family.modality} model ({family.name}) as the {role}")
 
 
 def check_shapes(source: str, target: str) -> tuple[int, int]:
@@ -209,9 +331,30 @@ def random_directions(hidden: int, projections: int, seed: int):
     return ot.sliced.get_random_projections(hidden, projections, seed)
 
 
+def check_modalities(source: str, target: str, source_pairs) -> None:
+    """From the headers, before any loading: the target hears the audio; an image source needs its
+    image manifest, and only an image source takes one."""
+    from surgeon.io.checkpoint import Checkpoint
+
+    src, tgt = Checkpoint.open(source).family, Checkpoint.open(target).family
+    if tgt is not None and tgt.modality not in AUDIO_MODALITIES:
+        raise SurgeonError(f"--target {target}: select-layers needs an audio or speech model as the target (it hears "
+                           f"the audio); {tgt.name} is a {tgt.modality} model")
+    if src is not None and src.modality == "image" and source_pairs is None:
+        raise SurgeonError(f"--source {source}: an image model ({src.name}) needs --source-pairs IMAGES.csv "
+                           "(a CSV with a `path` column, row i paired with pair i of --pairs)")
+    if source_pairs is not None and (src is None or src.modality != "image"):
+        kind = f"a {src.modality} model ({src.name})" if src is not None else "not an image model"
+        raise SurgeonError(f"--source-pairs: only for an image source; --source {source} is {kind}")
+
+
 def select_layers(source: str, target: str, pairs, *, metric: str = "swd", top_k: int = 6, projections: int = 50,
-                  seed: int = 0, batch_size: int = 8, limit: int | None = None, progress: bool = False) -> dict:
-    """Score every layer pair and choose the top k; returns the selection document (see write_selection)."""
+                  seed: int = 0, batch_size: int = 8, limit: int | None = None, progress: bool = False,
+                  source_pairs=None) -> dict:
+    """Score every layer pair and choose the top k; returns the selection document (see write_selection).
+
+    source_pairs: for an image source (ViT), a CSV manifest of images, row i going with pair i of
+    `pairs`; the source sees the image, the target hears the audio."""
     import torch
 
     from surgeon.speech.datasets import load_pairs
@@ -227,24 +370,30 @@ def select_layers(source: str, target: str, pairs, *, metric: str = "swd", top_k
     num_layers, hidden = check_shapes(source, target)
     if not 1 <= top_k <= num_layers:
         raise SurgeonError(f"--top-k: must be between 1 and the number of layers ({num_layers}), got {top_k}")
+    check_modalities(source, target, source_pairs)
     index = load_pairs(pairs)
     items = [it for it in index.items if it.path is not None]
-    if limit is not None:
-        items = items[:limit]
     if not items:
         raise SurgeonError(f"{pairs}: no paired audio found" + (f" ({len(index.missing)} listed files are missing)" if index.missing else ""))
+    source_items = items  # a text or audio source takes the same pairs (transcript or audio)
+    if source_pairs is not None:
+        if index.missing:  # a dropped row would shift every later image onto the wrong clip
+            raise SurgeonError(f"--pairs {pairs}: {len(index.missing)} listed audio files are missing (first: "
+                               f"{index.missing[0]}); with --source-pairs every row must be present to stay aligned")
+        source_items = read_image_manifest(source_pairs, len(items))
+    if limit is not None:
+        items, source_items = items[:limit], source_items[:limit]
     src, tgt = open_encoder(source, "source"), open_encoder(target, "target")
-    if tgt.modality != "speech":
-        raise SurgeonError(f"--target {target}: select-layers needs a speech model as the target (it hears the audio)")
 
     torch.manual_seed(seed)
     acc = Accumulator(num_layers, random_directions(hidden, projections, seed))
     forward_s = distance_s = 0.0
-    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    starts = range(0, len(items), batch_size)
     with _progress(progress, len(items)) as advance:
-        for batch in batches:
+        for i in starts:
+            batch = items[i : i + batch_size]
             t0 = time.perf_counter()
-            s_layers, t_layers = src.pooled(batch), tgt.pooled(batch)
+            s_layers, t_layers = src.pooled(source_items[i : i + batch_size]), tgt.pooled(batch)
             t1 = time.perf_counter()
             acc.add(s_layers, t_layers)
             distance_s += time.perf_counter() - t1
@@ -261,6 +410,7 @@ def select_layers(source: str, target: str, pairs, *, metric: str = "swd", top_k
         "source": str(source),
         "target": str(target),
         "pairs": str(pairs),
+        "source_pairs": str(source_pairs) if source_pairs is not None else None,
         "num_pairs": acc.count,
         "projections": projections,
         "seed": seed,
