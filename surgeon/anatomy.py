@@ -136,10 +136,9 @@ class Family:
             return key
         parsed = self.parse(key, src)
         if parsed is None:
-            s, d = self.naming(src).layers, self.naming(dst).layers
             m = self._layer_regex(src).match(key)
             if m:  # a layer key with no role (e.g. an injected module): move the layer list only
-                return f"{m['prefix']}{d}.{m['i']}.{m['rest']}"
+                return f"{m['prefix']}{self.naming(dst).layers}.{m['i']}.{m['rest']}"
             return key
         prefix, i, role, leaf = parsed
         if role not in self.naming(dst).roles:

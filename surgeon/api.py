@@ -284,8 +284,9 @@ def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
     (its files copied as they are, after checking the fingerprint); a full save is loaded, stripped and
     saved. A model with nothing to strip is refused."""
     from surgeon.fingerprint import checkpoint_fingerprint
-    from surgeon.io.atomic import atomic_output
+    from surgeon.io.atomic import atomic_output, check_output
     from surgeon.io.checkpoint import Checkpoint
+    from surgeon.io.writer import INDEX_NAME
     from surgeon.refs import resolve
     from surgeon.surgery_keys import find_surgery
 
@@ -296,13 +297,14 @@ def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
         ckpt = Checkpoint.open(base_path)
         check_fingerprint(path, record or {"base": {}}, checkpoint_fingerprint(ckpt), base_path)
         with atomic_output(out, force=force, inputs=[path, base_path]) as tmp:
-            index = Path(base_path) / "model.safetensors.index.json"
+            index = Path(base_path) / INDEX_NAME
             for f in [*ckpt.files, *([index] if index.is_file() else []), *ckpt.sibling_files()]:
                 shutil.copy2(f, tmp / f.name)
         return Path(out)
     ckpt = Checkpoint.open(path)
     if record is None and not find_surgery({k: t.numel for k, t in ckpt.tensors.items()}, ckpt.metadata):
         raise SurgeonError(f"{path}: nothing to strip (no surgery recorded and no injected modules)")
+    check_output(out, force=force, inputs=[path])  # before the model loads
     model = load(path)
     strip(model)
     with atomic_output(out, force=force, inputs=[path]) as tmp:

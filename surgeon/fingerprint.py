@@ -39,7 +39,7 @@ def model_fingerprint(model) -> str:
     from surgeon.hf import family_of_model, layer_module_path
 
     fam = family_of_model(model)
-    n = model.config.num_hidden_layers
+    n = fam.dims(model.config.to_dict())["num_layers"]  # the table's config key, as for a checkpoint
 
     def get(i, role):
         return model.get_submodule(layer_module_path(model, fam, i, role)).weight

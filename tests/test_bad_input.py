@@ -112,6 +112,29 @@ def test_directory_without_weights(tmp_path, cli):
     assert_one_line_error(cli("inspect", tmp_path), "no model weights")
 
 
+def test_directory_with_several_weight_files_is_not_guessed(good, tmp_path, cli):
+    """Shards without an index, or a Trainer checkpoint's optimizer.pt beside the weights: never a silent pick."""
+    d = tmp_path / "m"
+    d.mkdir()
+    for name in ("a.safetensors", "b.safetensors"):
+        shutil.copy(good / "model.safetensors", d / name)
+    assert_one_line_error(cli("inspect", d), "2 weight files", "a.safetensors, b.safetensors")
+    p = tmp_path / "p"
+    p.mkdir()
+    shutil.copy(good / "config.json", p)
+    state = {"encoder.layer.0.attention.self.query.weight": torch.zeros(2, 2)}
+    torch.save(state, p / "pytorch_model-00001-of-00002.bin")
+    torch.save(state, p / "pytorch_model-00002-of-00002.bin")
+    assert_one_line_error(cli("inspect", p, "--allow-pickle"), "2 weight files")
+    torch.save({"state": {}, "param_groups": []}, p / "optimizer.pt")
+    torch.save(state, p / "pytorch_model.bin")  # the conventional name says which
+    assert cli("inspect", p, "--allow-pickle", "--json").json()["num_tensors"] == 1
+
+
+def test_eval_needs_a_run_or_a_model(cli):
+    assert_one_line_error(cli("eval", "quickstart"), "exactly one of --run DIR or --model REF")
+
+
 def test_unknown_architecture(good, tmp_path, cli):
     d = tmp_path / "m"
     shutil.copytree(good, d)

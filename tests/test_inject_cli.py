@@ -111,6 +111,12 @@ def test_bad_options_are_refused_with_nothing_written(cli, tiny_dir, tmp_path):
     _refused(cli("inject", "prefix", "--model", base, "--out", out, "--num-tokens", "3"), out, "even")
     _refused(cli("inject", "bottleneck", "--model", base, "--out", out, "--placement", "houlsby", "--location",
                  "ffn"), out, "Pfeiffer")
+    # a reduction given beside the width is still checked (LoRA divides by it), and so is a MoA expert's kernel
+    _refused(cli("inject", "lora", "--model", base, "--out", out, "--rank", "2", "--reduction", "0"), out,
+             "reduction must be a positive number")
+    _refused(cli("inject", "lora", "--model", base, "--out", out, "--reduction", "nan"), out, "reduction")
+    _refused(cli("inject", "dense-moa", "--model", base, "--out", out, "--expert", "convpass", "--kernel", "0"), out,
+             "kernel must be a positive integer")
 
 
 def test_injecting_a_carried_method_is_refused(cli, tiny_dir, tmp_path):

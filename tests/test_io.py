@@ -100,6 +100,16 @@ def test_existing_output_needs_force(tmp_path):
     assert [p.name for p in out.iterdir()] == ["new"]
 
 
+def test_output_under_a_file_is_a_user_error(tmp_path, cli):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SurgeonError, match="cannot write the output here"):
+        with atomic_output(tmp_path / "file" / "out"):
+            pass
+    r = cli("tiny", "bert", "--out", tmp_path / "file" / "out")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and "cannot write the output here" in r.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
 @pytest.mark.parametrize("relation", ["same", "inside", "around"])
 def test_output_never_overwrites_an_input(tmp_path, relation):
     inp = tmp_path / "model"

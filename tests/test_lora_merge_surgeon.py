@@ -170,6 +170,20 @@ def test_non_lora_modules_are_refused(tiny_dir, tmp_path, capsys):
     assert "bottleneck" in capsys.readouterr().err and not (tmp_path / "merged").exists()
 
 
+def test_verify_without_a_model_directory_is_refused_before_writing(tiny_dir, tmp_path, capsys):
+    adapter, _, _ = make_surgeon_adapter(tiny_dir("hubert"), tmp_path / "adapter")
+    weights = Path(tiny_dir("hubert")) / "model.safetensors"
+    assert cli("merge-lora", weights, "--adapter", adapter, "--out", tmp_path / "merged", "--verify") == 2
+    assert "--verify" in capsys.readouterr().err and not (tmp_path / "merged").exists()
+
+
+def test_model_without_lora_and_no_adapter_is_refused(tiny_dir, tmp_path, capsys):
+    assert cli("merge-lora", tiny_dir("hubert"), "--out", tmp_path / "merged") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "carries no LoRA" in err and "--adapter" in err
+    assert not (tmp_path / "merged").exists()
+
+
 def test_quantised_base_is_refused(tiny_dir, tmp_path, capsys):
     base = Checkpoint.open(tiny_dir("hubert"))
     adapter, _, _ = make_surgeon_adapter(base.path, tmp_path / "adapter")

@@ -143,6 +143,8 @@ def test_experts_are_batched_not_looped(cls, expert):
     (lambda: SoftMoA(D, 4, 1, slots=0), "slots"),
     (lambda: DenseMoA(D, 4, 1, expert="lora"), "expert"),
     (lambda: DenseMoA(D, 4, D + 1), "larger than the hidden size"),
+    (lambda: DenseMoA(D, 4, 1, expert="convpass", kernel=0), "kernel"),
+    (lambda: SoftMoA(D, 4, 1, expert="convpass", kernel=0), "kernel"),
 ])
 def test_bad_options(bad, message):
     with pytest.raises(SurgeonError, match=message):

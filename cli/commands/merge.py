@@ -105,6 +105,8 @@ def merge_lora(
     if out is None and not dry_run:
         raise SurgeonError("--out: missing (or pass --dry-run)")
     base = Checkpoint.open(model, allow_pickle=allow_pickle)
+    if verify and not dry_run and (base.config is None or base.format == "pickle"):  # found out before writing
+        raise SurgeonError(f"--verify: {model}: running the models needs a safetensors model directory with config.json")
     lora = read_adapter(adapter, allow_pickle) if adapter else read_embedded(base)
     plan = build_fold(base, lora, dtype)
     doc = plan.describe()

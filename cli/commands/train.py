@@ -60,6 +60,8 @@ def eval_(
     from surgeon.train.runs import evaluate_recipe
 
     r = load_recipe(recipe, set_ or [])
+    if (run is None) == (model is None):
+        raise SurgeonError("eval: give exactly one of --run DIR or --model REF")
     if out is None and run is None:
         raise SurgeonError("eval: --model needs --out FILE for the metrics")
     target = Path(out) if out is not None else Path(run) / "eval.json"

@@ -55,10 +55,13 @@ def atomic_output(
 
     With directory=True the temporary path is an empty directory, else a file path not yet created."""
     out = check_output(out, force=force, inputs=inputs)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}{TMP_MARK}{uuid.uuid4().hex[:8]}"
-    if directory:
-        tmp.mkdir()
+    try:  # a bad --out (under a file, in a read-only folder) is the user's to fix: exit 2, not a traceback
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            tmp.mkdir()
+    except OSError as e:
+        raise SurgeonError(f"{out}: cannot write the output here: {e.strerror or e}") from None
     try:
         yield tmp
         if out.exists():

@@ -20,6 +20,8 @@ from surgeon.io.pickle_checkpoint import PICKLE_SUFFIXES, is_pickle_path, load_p
 from surgeon.io.safetensors_header import TensorInfo, read_header
 from surgeon.io.writer import INDEX_NAME, WEIGHTS_NAME, st_dtype, torch_dtype
 
+PICKLE_WEIGHTS_NAME = "pytorch_model.bin"  # what save_pretrained wrote before safetensors
+
 
 def read_json(path: Path, what: str = "") -> dict:
     try:
@@ -60,12 +62,17 @@ class Checkpoint:
             return cls._open_sharded(path, path / INDEX_NAME, config)
         if (path / WEIGHTS_NAME).exists():
             return cls._open_file(path / WEIGHTS_NAME, allow_pickle, config, shown=path)
+        # one weights file, or a name that says which: never a silent pick among shards or optimizer states
         singles = sorted(path.glob("*.safetensors"))
-        if len(singles) == 1:
-            return cls._open_file(singles[0], allow_pickle, config, shown=path)
-        pickles = sorted(p for p in path.iterdir() if is_pickle_path(p))
-        if pickles:
-            return cls._open_file(pickles[0], allow_pickle, config, shown=path)
+        pickles = [path / PICKLE_WEIGHTS_NAME] if (path / PICKLE_WEIGHTS_NAME).is_file() else sorted(
+            p for p in path.iterdir() if p.is_file() and is_pickle_path(p))
+        for found in (singles, pickles):
+            if len(found) == 1:
+                return cls._open_file(found[0], allow_pickle, config, shown=path)
+            if found:
+                names = ", ".join(f.name for f in found[:3]) + (", ..." if len(found) > 3 else "")
+                raise SurgeonError(f"{path}: {len(found)} weight files ({names}) and no {WEIGHTS_NAME} or "
+                                   f"{INDEX_NAME} to say which make the model; pass the weights file itself")
         raise SurgeonError(f"{path}: no model weights (model.safetensors or {INDEX_NAME}) in this directory")
 
     @classmethod
@@ -166,7 +173,8 @@ class Checkpoint:
             raise SurgeonError(f"{self.path}: no tensor named {name!r}") from None
 
     def get(self, name: str):
-        """Read one tensor into memory (a fresh CPU tensor that owns its bytes)."""
+        """Read one tensor into memory: a fresh CPU tensor that owns its bytes (from a pickle: the loaded
+        tensor itself, so copy it before changing it in place)."""
         info = self.info(name)
         if self._loaded is not None:
             return self._loaded[name]

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from surgeon.api import ADAPTER_NAME as ADAPTER_FILE  # the names save_surgery writes
+from surgeon.api import RECORD_NAME as RECORD_FILE
+from surgeon.api import read_record
 from surgeon.errors import SurgeonError
 from surgeon.io.checkpoint import Checkpoint, read_json
 from surgeon.surgery_keys import RECORD_KEY, method_of_key, parse_record
 
-ADAPTER_FILE = "adapter.safetensors"
-RECORD_FILE = "surgery.json"
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.surgeon_lora(?:__[a-z0-9_]+)?\.(?P<which>lora_[AB])$")
 
 
@@ -76,7 +77,7 @@ def read_adapter(path: str | Path, allow_pickle: bool = False) -> Adapter:
 
 def read_surgeon(path: Path) -> Adapter:
     weights = Checkpoint.open(path / ADAPTER_FILE)
-    record = read_json(path / RECORD_FILE) if (path / RECORD_FILE).exists() else parse_record(weights.metadata)
+    record = read_record(path)
     if not record:
         raise SurgeonError(f"{path}: no surgery record ({RECORD_FILE} or '{RECORD_KEY}' in the metadata)")
     pairs, full = _collect(weights, record, path)
@@ -87,6 +88,8 @@ def read_surgeon(path: Path) -> Adapter:
 
 def read_embedded(ckpt: Checkpoint) -> Adapter:
     """A model checkpoint carrying its own LoRA (surgeon inject --full): fold it into itself."""
+    if not has_embedded_lora(ckpt):
+        raise SurgeonError(f"{ckpt.path}: carries no LoRA (no surgeon_lora tensors); pass the adapter with --adapter")
     record = parse_record(ckpt.metadata)
     if record is None and ckpt.path.is_dir() and (ckpt.path / RECORD_FILE).exists():
         record = read_json(ckpt.path / RECORD_FILE)

@@ -36,9 +36,9 @@ def source_array(plan: MergePlan, step: Step, target: np.ndarray) -> np.ndarray:
     src = plan.source
     if src.noise is None:
         return read_float32(src.ckpt, step.source_key)
-    reference = {"normal": None, "target": target}.get(src.noise, None)
-    if src.noise == "source":
-        reference = read_float32(src.ckpt, step.source_key)
+    # the noise copies the statistics of the source matrix (noise:source), the target's (noise:target) or N(0, 1)
+    reference = read_float32(src.ckpt, step.source_key) if src.noise == "source" else (
+        target if src.noise == "target" else None)
     return gaussian_like(target.shape, plan.seed, step.target_key, reference)
 
 

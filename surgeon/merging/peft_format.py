@@ -94,8 +94,7 @@ def peft_config_for(adapter: Adapter, modules: dict[str, LoraPair], full_modules
     ranks = [p.rank for p in modules.values()]
     r = max(set(ranks), key=ranks.count)
     alphas = {m: p.scaling * p.rank for m, p in modules.items()}
-    first = next(iter(modules))
-    alpha = alphas[first] if modules[first].rank == r else next(a for m, a in alphas.items() if modules[m].rank == r)
+    alpha = next(a for m, a in alphas.items() if modules[m].rank == r)  # of the first module at the common rank
     return {
         "peft_type": "LORA",
         "task_type": None,

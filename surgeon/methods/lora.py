@@ -14,10 +14,9 @@ import math
 import torch
 from torch import nn
 
-from surgeon.errors import SurgeonError
 from surgeon.methods.base import Method
-from surgeon.methods.hooks import SurgeonHook, first_output, replace_first_output
-from surgeon.methods.options import Opt, resolve_options
+from surgeon.methods.hooks import SurgeonHook, first_input, first_output, replace_first_output
+from surgeon.methods.options import Opt, resolve_options, width
 
 
 class LoRA(nn.Module):
@@ -41,7 +40,7 @@ class LoRA(nn.Module):
 
 class LoRAHook(SurgeonHook):
     def __call__(self, module, args, kwargs, output):
-        x = args[0] if args else kwargs["input"]
+        x = first_input(args, kwargs, "input")
         return replace_first_output(output, first_output(output) + getattr(module, self.attr)(x))
 
 
@@ -58,15 +57,8 @@ class LoRAMethod(Method):
     def resolve(self, target, options):
         opts = resolve_options(self.name, self.OPTIONS, options)
         d = target.hidden_size
-        if opts["rank"] is None:
-            rr = opts["reduction"] if opts["reduction"] is not None else 128.0
-            if rr <= 0:
-                raise SurgeonError(f"lora: reduction must be a positive number, got {rr}")
-            opts["rank"] = max(1, round(d / rr))
-        if opts["rank"] < 1:
-            raise SurgeonError(f"lora: rank must be at least 1, got {opts['rank']}")
-        if opts["rank"] > d:
-            raise SurgeonError(f"lora: rank {opts['rank']} is larger than the hidden size {d}")
+        rr = opts["reduction"] if opts["reduction"] is not None else 128.0
+        opts["rank"] = width(self.name, d, opts["rank"], rr, what="rank")
         if opts["reduction"] is None:
             opts["reduction"] = d / opts["rank"]
         if opts["scaling"] is None:

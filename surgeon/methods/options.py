@@ -7,6 +7,7 @@ dict with every declared option present. Booleans must be real booleans: "False"
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -73,13 +74,14 @@ def resolve_options(owner: str, spec: Mapping[str, Opt], given: Mapping[str, Any
 
 
 def width(owner: str, d_model: int, bottleneck, reduction, what: str = "bottleneck") -> int:
-    """b from --bottleneck (wins) or b = round(d / RR) from --reduction, at least 1, at most d."""
-    if bottleneck is not None:
-        b = bottleneck
-    else:
-        if reduction is None or reduction <= 0:
-            raise SurgeonError(f"{owner}: reduction must be a positive number, got {reduction!r}")
-        b = max(1, round(d_model / reduction))
+    """b from --bottleneck (wins) or b = round(d / RR) from --reduction, at least 1, at most d.
+
+    A given reduction must be a positive number even when the width wins: it is recorded, and LoRA
+    divides by it."""
+    valid_rr = reduction is not None and math.isfinite(reduction) and reduction > 0
+    if not valid_rr and (reduction is not None or bottleneck is None):
+        raise SurgeonError(f"{owner}: reduction must be a positive number, got {reduction!r}")
+    b = bottleneck if bottleneck is not None else max(1, round(d_model / reduction))
     if b < 1:
         raise SurgeonError(f"{owner}: {what} must be at least 1, got {b}")
     if b > d_model:

@@ -85,10 +85,11 @@ class ExpertBank(nn.Module):
         return mixed + gates @ self.up_bias
 
 
-def _check(owner: str, d_model, num_experts, bottleneck, expert) -> None:
+def _check(owner: str, d_model, num_experts, bottleneck, expert, kernel) -> None:
     check_width(owner, d_model, bottleneck)
     check_positive(owner, "num_experts", num_experts)
     check_choice(owner, "expert", expert, EXPERTS)
+    check_positive(owner, "kernel", kernel)
 
 
 class DenseMoA(nn.Module):
@@ -97,7 +98,7 @@ class DenseMoA(nn.Module):
 
     def __init__(self, d_model: int, num_experts: int, bottleneck: int, expert: str = "bottleneck", kernel: int = 3):
         super().__init__()
-        _check("dense-moa", d_model, num_experts, bottleneck, expert)
+        _check("dense-moa", d_model, num_experts, bottleneck, expert, kernel)
         self.router = nn.Linear(d_model, num_experts)
         self.experts = ExpertBank(num_experts, d_model, bottleneck, expert, kernel)
         self.last_expert_weights = None
@@ -126,7 +127,7 @@ class SoftMoA(nn.Module):
     def __init__(self, d_model: int, num_experts: int, bottleneck: int, slots: int = 1,
                  expert: str = "bottleneck", kernel: int = 3, normalize: bool = False):
         super().__init__()
-        _check("soft-moa", d_model, num_experts, bottleneck, expert)
+        _check("soft-moa", d_model, num_experts, bottleneck, expert, kernel)
         check_positive("soft-moa", "slots", slots)
         self.num_experts, self.slots, self.normalize = num_experts, slots, bool(normalize)
         self.phi = nn.Parameter(torch.empty(d_model, num_experts, slots))
