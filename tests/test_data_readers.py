@@ -152,6 +152,16 @@ def test_manifest_rejects_an_unknown_split(tmp_path):
         load_index("manifest", tmp_path / "m.csv")
 
 
+@pytest.mark.parametrize("body, problem", [
+    (b"path,label\na.wav\n", "manifest.csv:2: no value for column label"),
+    (b"path,label\n\xff\xfe.wav,x\n", "manifest.csv: not UTF-8 text"),
+])
+def test_manifest_bad_rows_are_one_line_errors(tmp_path, body, problem):
+    (tmp_path / "manifest.csv").write_bytes(body)
+    with pytest.raises(SurgeonError, match=problem):
+        load_index("manifest", tmp_path)
+
+
 def test_folder(tmp_path):
     root = make_folder(tmp_path, classes=3, per_class=10)
     idx = load_index("folder", root)

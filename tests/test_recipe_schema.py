@@ -91,6 +91,13 @@ def test_missing_dataset_root(tmp_path):
     assert "data.root:" in msg and "is not a directory" in msg
 
 
+def test_recipe_not_utf8_is_a_one_line_error(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_bytes(b'[model]\nref = "\xff"\n')
+    with pytest.raises(SurgeonError, match="r.toml: not UTF-8 text"):
+        load_recipe(path)
+
+
 def test_method_options_are_checked(tmp_path):
     msg = error_of(write(tmp_path, GOOD.replace("reduction = 8", "reduktion = 8")))
     assert "method.reduktion: unknown key (did you mean 'reduction'?)" in msg

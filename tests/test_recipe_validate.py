@@ -81,3 +81,49 @@ def test_validate_ok_exit_0(capsys):
         cli(["validate", "quickstart"])
     assert e.value.code == 0
     assert "ok" in capsys.readouterr().out
+
+
+def test_iemocap_recipes_run_the_papers_ten_folds(miniatures):
+    """petl-facts.md: IEMOCAP has 10 folds (leave one session out, each speaker tested in turn)."""
+    name = "w2v2-bottleneck-iemocap"
+    report = validate_recipe(name, overrides_for(name, miniatures), offline_model="tiny")
+    assert not report["problems"]
+    assert [s["name"] for s in report["data"]["splits"]] == [f"Ses0{s}{g}" for s in range(1, 6) for g in "FM"]
+
+
+@pytest.mark.parametrize("folder", ["nowhere", "empty"])
+def test_validate_offline_bad_surgery_is_a_problem_not_a_crash(tmp_path, folder):
+    (tmp_path / "empty").mkdir()
+    text = bundled_path("quickstart").read_text()
+    text = text.replace('tiny = "ast"', f'surgery = "{tmp_path / folder}"').replace("config = {", "# config = {")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(text)
+    report = validate_recipe(recipe, offline_model="tiny")
+    assert any(str(tmp_path / folder) in p for p in report["problems"])
+
+
+# petl-facts.md "Training set-up of the papers": format -> (max frames, batch, epochs, SpecAugment)
+PETL_SETUP = {"fluent": (400, 32, 75, False), "esc50": (500, 32, 50, True), "urbansound8k": (400, 32, 30, True),
+              "speechcommands": (100, 128, 75, False), "iemocap": (800, 32, 20, False)}
+PETL_LR = {"full": 5e-5, "linear": 1e-3, "prompt": 1e-2, "prefix": 1e-2}  # adapters, LoRA, BitFit, MoA: 5e-3
+
+
+def test_generated_recipes_follow_the_papers_set_up():
+    """Papers 000-002 (AST, few-shot, wav2vec 2.0): the per-dataset set-up of petl-facts.md; paper 004's
+    LoAA recipes follow that paper's own set-up and are left out."""
+    from surgeon_recipes.generate import all_recipes
+
+    checked = 0
+    for name, doc in all_recipes().items():
+        if name.startswith("loaa-"):
+            continue
+        frames, batch, epochs, augment = PETL_SETUP[doc["data"]["format"]]
+        train, data = doc["train"], doc["data"]
+        assert (train["batch_size"], train["epochs"]) == (batch, epochs), name
+        assert train["lr"] == PETL_LR.get(doc["method"]["name"], 5e-3), name
+        assert data.get("max_frames", frames) == frames, name  # waveform recipes give seconds instead
+        assert ("specaugment" in data) == (augment and "max_frames" in data), name
+        if "specaugment" in data:
+            assert data["specaugment"] == {"freq_mask": 24, "time_mask": 80}, name
+        checked += 1
+    assert checked > 100

@@ -133,3 +133,21 @@ def test_merge_table_defaults():
 
     r = load_recipe("quickstart", ['merge={source = "bert", learnable = true}'])
     assert r.merge.init_lam == 0.1 and r.merge.layers == "all" and r.merge.learnable is True
+
+
+class _BadFile(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        raise SurgeonError("clip.wav: audio file not found")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_worker_error_reaches_the_user_as_its_one_line_message(workers):
+    from surgeon.train.loop import batches
+
+    loader = torch.utils.data.DataLoader(_BadFile(), batch_size=1, num_workers=workers)
+    with pytest.raises(SurgeonError) as e:
+        list(batches(loader))
+    assert str(e.value) == "clip.wav: audio file not found"

@@ -17,15 +17,27 @@ def need_file(path: Path, what: str) -> Path:
 
 
 def read_csv(path: Path, columns: list[str]) -> list[dict]:
-    """Rows of a CSV with a header; SurgeonError when a needed column is absent."""
+    """Rows of a CSV with a header; SurgeonError when a needed column is absent (or empty in a short
+    row), or the file is not UTF-8 CSV text."""
     need_file(path, "metadata file")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        absent = [c for c in columns if c not in header]
-        if absent:
-            raise SurgeonError(f"{path}: missing column(s) {', '.join(absent)}; header is {','.join(header)}")
-        return list(reader)
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            absent = [c for c in columns if c not in header]
+            if absent:
+                raise SurgeonError(f"{path}: missing column(s) {', '.join(absent)}; header is {','.join(header)}")
+            for row in reader:
+                short = [c for c in columns if row.get(c) is None]
+                if short:
+                    raise SurgeonError(f"{path}:{reader.line_num}: no value for column {short[0]}")
+                rows.append(row)
+    except UnicodeDecodeError as e:
+        raise SurgeonError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except csv.Error as e:
+        raise SurgeonError(f"{path}: not a readable CSV ({e})") from None
+    return rows
 
 
 def check_classes(root: Path | None, classes: list[str], items: list[Item]) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 
 def spec_augment(x, freq_mask: int, time_mask: int, seed: int):
-    """x: fbank [frames, mel] -> masked copy (masked cells set to 0, as in AST)."""
+    """x: normalised fbank [frames, mel] -> masked copy, masked cells set to 0 (the normalised mean;
+    AST masks before normalising, i.e. to the raw value 0)."""
     import torch
     import torchaudio.transforms as T
 

@@ -86,6 +86,10 @@ def read_toml(path: Path) -> dict:
         raise SurgeonError(f"{path}: no such recipe") from None
     except tomllib.TOMLDecodeError as e:
         raise SurgeonError(f"{path}: not valid TOML ({e})") from None
+    except UnicodeDecodeError as e:
+        raise SurgeonError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise SurgeonError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def find_recipe(name: str | os.PathLike) -> Path:

@@ -26,10 +26,3 @@ def greedy_decode(logits, vocab: Vocab, lengths=None) -> list[str]:
         lengths = [len(row) for row in best]
     return [vocab.ids_to_text(collapse(row[: int(n)], vocab.blank)) for row, n in zip(best, lengths)]
 
-
-def frame_lengths(model, attention_mask, num_frames: int) -> list[int]:
-    """Valid output frames per utterance of a speech model, from the waveform attention mask."""
-    if attention_mask is None:
-        return None
-    n = model._get_feat_extract_output_lengths(attention_mask.sum(-1))
-    return [min(int(x), num_frames) for x in n]

@@ -54,6 +54,23 @@ def buffers_state(model) -> dict[str, torch.Tensor]:
     return {n: b.detach().clone() for n, b in model.named_buffers()}
 
 
+# DataLoader re-raises a worker's exception as the same type with the worker's traceback folded into
+# the message ("Caught SurgeonError in DataLoader worker process 0. Original Traceback ... SurgeonError: <message>")
+WORKER_ERROR = "surgeon.errors.SurgeonError: "
+
+
+def batches(loader):
+    """Iterate a DataLoader; a SurgeonError raised in a worker process reaches the user as its own
+    one-line message, as it would with workers = 0."""
+    try:
+        yield from loader
+    except SurgeonError as e:
+        text = str(e)
+        if text.startswith("Caught SurgeonError") and WORKER_ERROR in text:
+            raise SurgeonError(text.rsplit(WORKER_ERROR, 1)[1]) from None
+        raise
+
+
 def evaluate(model, task, loader, runtime, num_labels: int, recorder=None) -> dict:
     return evaluate_tally(model, task, loader, runtime, num_labels, recorder).result()
 
@@ -64,7 +81,7 @@ def evaluate_tally(model, task, loader, runtime, num_labels: int, recorder=None)
     tally with details(), like CTC's worst utterances, has more to report)."""
     model.eval()
     tally = task.new_tally(num_labels)
-    for batch in loader:
+    for batch in batches(loader):
         if batch["input_values"].numel() == 0:
             continue
         batch = to_device(batch, runtime.device)
@@ -127,7 +144,7 @@ def fit(model, task, recipe, loaders: dict, runtime, *, num_labels: int, log, re
         hits = seen = skipped = 0
         reporter.start(cell, epoch, t.epochs, len(train_loader))
         optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(train_loader, 1):
+        for i, batch in enumerate(batches(train_loader), 1):
             skipped += len(batch["skipped"])
             if batch["input_values"].numel() == 0:
                 continue

@@ -41,12 +41,20 @@ def model_family(recipe, offline_model: str | None = None) -> str:
     from surgeon.io.checkpoint import Checkpoint
 
     if m.surgery:
-        import json
-        from pathlib import Path
-
-        record = json.loads((Path(m.surgery) / "surgery.json").read_text())
-        return record["base"]["family"]
+        return surgery_record(m.surgery)["base"]["family"]
     return Checkpoint.open(ref).family.name
+
+
+def surgery_record(folder: str) -> dict:
+    """The record of model.surgery (SurgeonError when the folder holds none)."""
+    from pathlib import Path
+
+    from surgeon.api import read_record
+
+    record = read_record(Path(folder))
+    if record is None:
+        raise SurgeonError(f"model.surgery: {folder} holds no surgery record (an `inject --out` directory)")
+    return record
 
 
 def load_backbone(recipe, task, offline_model: str | None = None):
@@ -121,11 +129,8 @@ def method_name(recipe) -> str:
     """The method whose default learning rate applies (the recipe's, else the surgery's first)."""
     if recipe.methods:
         return recipe.methods[0].name
-    import json
-    from pathlib import Path
-
-    record = json.loads((Path(recipe.model.surgery) / "surgery.json").read_text())
-    return record["methods"][0]["method"] if record.get("methods") else "full"
+    record = surgery_record(recipe.model.surgery)
+    return record["methods"][0]["method"] if record["methods"] else "full"
 
 
 def apply_merge(model, recipe, offline_model: str | None = None):

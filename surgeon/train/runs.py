@@ -39,17 +39,10 @@ def cache_dir(recipe) -> Path | None:
 
 
 def load_dataset(recipe):
+    """The recipe's dataset index (load_index checks the format and its data.options)."""
     from surgeon.data import load_index
-    from surgeon.data.registry import DATASETS, reader_options
-    from surgeon.recipes.schema import did_you_mean
 
     d = recipe.data
-    if d.format in DATASETS:  # reader options live under data.options in a recipe
-        known = reader_options(d.format)
-        for name in d.options:
-            if name not in known:
-                raise SurgeonError(f"data.options.{name}: not an option of the {d.format} reader"
-                                   f"{did_you_mean(name, known)} (its options: {', '.join(known) or 'none'})")
     return load_index(d.format, d.root, **d.options)
 
 
@@ -264,6 +257,7 @@ def train_recipe(recipe, *, fold: int | None = None, seed: int | None = None, ou
                                  offline_model=offline_model)
                     results.append({k: v for k, v in r.__dict__.items() if k != "history"})
             finally:
+                reporter.close()  # a failed epoch must not leave the progress bar on the terminal
                 if metrics is not None:
                     metrics.close()
             if tmp is not None:
