@@ -8,3 +8,12 @@ class SurgeonError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))  # always one line
+
+
+def did_you_mean(word, choices, cutoff: float = 0.6) -> str:
+    """' (did you mean 'x'?)' for the closest of `choices`, or '' when none is close: for messages
+    about unknown names (methods, recipe keys, dataset formats)."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=cutoff)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -20,6 +20,7 @@ from surgeon.data.synthetic import read_synthetic
 from surgeon.data.types import DatasetIndex
 from surgeon.data.urbansound8k import read_urbansound8k
 from surgeon.errors import SurgeonError
+from surgeon.errors import did_you_mean as _did_you_mean
 # transcribed-speech readers (LJ Speech, VCTK, path,text manifests) live with the speech task
 from surgeon.speech.datasets import READERS as SPEECH_READERS
 
@@ -39,8 +40,8 @@ NEEDS_ROOT = {name for name in DATASETS if name != "synthetic"}
 
 
 def did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    # dataset names are short: a looser match than the default still finds "esc-50" -> "esc50"
+    return _did_you_mean(word, choices, cutoff=0.5)
 
 
 def reader_options(format: str) -> list[str]:

@@ -28,7 +28,7 @@ METHOD_NAMES = tuple(REGISTRY)
 
 def get_method(name: str):
     """The method object registered under `name`; an unknown name gets a did-you-mean."""
-    from surgeon.methods.options import did_you_mean
+    from surgeon.errors import did_you_mean
 
     key = str(name).strip().lower().replace("_", "-")
     if key not in REGISTRY:

@@ -6,12 +6,11 @@ dict with every declared option present. Booleans must be real booleans: "False"
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from surgeon.errors import SurgeonError
+from surgeon.errors import SurgeonError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -20,11 +19,6 @@ class Opt:
     kind: str = "str"  # "int" | "float" | "bool" | "str" | "list"
     choices: tuple = ()
     help: str = ""
-
-
-def did_you_mean(name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _check_value(owner: str, name: str, opt: Opt, value):

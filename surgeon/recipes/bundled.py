@@ -43,7 +43,7 @@ def describe(name: str) -> str:
 def copy(name: str, dest: str | os.PathLike, force: bool = False) -> Path:
     """Copy a bundled recipe to `dest` (a file, or a folder to copy into)."""
     from surgeon.io.atomic import write_text_atomic
-    from surgeon.recipes.schema import did_you_mean
+    from surgeon.errors import did_you_mean
 
     src = bundled_path(name)
     if src is None:

@@ -102,7 +102,7 @@ def find_recipe(name: str | os.PathLike) -> Path:
     bundled = bundled_path(str(name))
     if bundled is not None and not path.exists():
         return bundled
-    from surgeon.recipes.schema import did_you_mean
+    from surgeon.errors import did_you_mean
 
     raise SurgeonError(f"{name}: no such recipe file or bundled recipe{did_you_mean(path.stem, names())}")
 

@@ -15,6 +15,8 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, StrictBool, Tag, field_validator,
                       model_validator)
 
+from surgeon.errors import did_you_mean
+
 # The PETL methods of `surgeon inject` (issue 3). Kept here as names so validation needs no torch;
 # tests/test_recipe_schema.py checks the list against surgeon.methods when it is installed.
 METHODS = (
@@ -274,13 +276,6 @@ class Recipe(Section):
 
 
 # -- error reporting -----------------------------------------------------------------------------
-
-def did_you_mean(word: str, choices) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
     """The pydantic model class that holds the key at `loc` (for did-you-mean on unknown keys)."""
