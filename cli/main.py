@@ -61,8 +61,27 @@ app.command("select-layers")(select_layers_cmd.select_layers)
 
 
 def _fail(message: str, code: int) -> None:
-    print(f"surgeon: error: {' '.join(str(message).split())}", file=sys.stderr)
+    line = " ".join(str(message).split())
+    if os.environ.get("SURGEON_ERROR_DIR"):  # a worker of `surgeon train --nproc`: its launcher prints it
+        from surgeon.train.launch import report_worker_error
+
+        if report_worker_error(line, code):
+            sys.exit(code)
+    print(f"surgeon: error: {line}", file=sys.stderr)
     sys.exit(code)
+
+
+def _optional_value(argv: list[str], option: str, default: str) -> list[str]:
+    """`--resume` may stand alone: give it its default value unless a value follows (auto, or an
+    existing directory)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == option:
+            nxt = out[i + 1] if i + 1 < len(out) else None
+            if nxt is None or not (nxt == default or os.path.isdir(nxt)):
+                out.insert(i + 1, default)
+            break
+    return out
 
 
 def _is_usage_error(e: Exception) -> bool:
@@ -77,6 +96,7 @@ def run(argv: list[str] | None = None) -> None:
     debug = "--debug" in argv or os.environ.get("SURGEON_DEBUG") == "1"
     if "--debug" in argv:  # accepted anywhere, not only before the command
         argv.remove("--debug")
+    argv = _optional_value(argv, "--resume", "auto")
     try:
         result = app(args=argv, prog_name="surgeon", standalone_mode=False)
     except SurgeonError as e:

@@ -10,23 +10,81 @@ from surgeon_cli.render import console, human_count, print_json
 SET_HELP = "Override a recipe key, TOML value syntax: --set train.lr=1e-3 --set data.root=/data/ESC-50-master."
 
 
+LAUNCH = "Launch (several processes: torch's elastic launcher)"
+SLURM = "Slurm (through submitit)"
+
+
 def train(
     recipe: str = typer.Argument(..., help="Recipe file (TOML) or bundled recipe name (see 'surgeon recipes ls')."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
     fold: Optional[int] = typer.Option(None, "--fold", help="Run only this fold (1-based)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Run only this seed."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory (default: output.dir or runs/<recipe>)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing run directory (or an interrupted run)."),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", metavar="[auto|RUN]",
+        help="Continue an interrupted run from its newest checkpoint: the run at --out (auto, the default "
+             "when no value is given) or the run directory named."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="Processes per node (one per GPU; gloo on CPUs).",
+                                        rich_help_panel=LAUNCH),
+    nnodes: Optional[int] = typer.Option(None, "--nnodes", help="Nodes taking part.", rich_help_panel=LAUNCH),
+    node_rank: Optional[int] = typer.Option(None, "--node-rank", help="This node's rank (0..nnodes-1).",
+                                            rich_help_panel=LAUNCH),
+    master_addr: Optional[str] = typer.Option(None, "--master-addr", help="Address of node 0 (several nodes).",
+                                              rich_help_panel=LAUNCH),
+    master_port: Optional[int] = typer.Option(None, "--master-port", help="Port on node 0 (default 29500).",
+                                              rich_help_panel=LAUNCH),
+    launcher: str = typer.Option("local", "--launcher", help="local: this machine; slurm: submit a job array.",
+                                 rich_help_panel=SLURM),
+    partition: Optional[str] = typer.Option(None, "--partition", help="Slurm partition.", rich_help_panel=SLURM),
+    gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", help="GPUs (processes) per node.",
+                                                rich_help_panel=SLURM),
+    nodes: Optional[int] = typer.Option(None, "--nodes", help="Nodes per job.", rich_help_panel=SLURM),
+    time_limit: Optional[str] = typer.Option(None, "--time", help="Time limit per job: minutes, HH:MM:SS or "
+                                             "D-HH:MM:SS.", rich_help_panel=SLURM),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the job plan and the sbatch script; submit nothing.",
+                                 rich_help_panel=SLURM),
 ):
-    """Train from a recipe: select the best epoch on validation, report it on test, write a run directory."""
+    """Train from a recipe: select the best epoch on validation, report it on test, write a run directory.
+
+    Checkpoints are written as it goes; a run that was killed continues with --resume."""
+    from surgeon.errors import SurgeonError
     from surgeon.recipes.load import load_recipe
+
+    if launcher not in ("local", "slurm"):
+        raise SurgeonError(f"--launcher: expected 'local' or 'slurm', got {launcher!r}")
+    slurm_only = {"--partition": partition, "--gpus-per-node": gpus_per_node, "--nodes": nodes, "--time": time_limit,
+                  "--dry-run": dry_run or None}
+    if launcher == "local" and any(v is not None for v in slurm_only.values()):
+        given = next(k for k, v in slurm_only.items() if v is not None)
+        raise SurgeonError(f"{given}: a Slurm option; add --launcher slurm")
+    r = load_recipe(recipe, set_ or [])
+    if launcher == "slurm":
+        from surgeon.train.slurm import slurm_train
+
+        print(slurm_train(recipe, set_ or [], fold=fold, seed=seed, out=out, force=force, partition=partition,
+                          gpus_per_node=gpus_per_node, nodes=nodes, time=time_limit, dry_run=dry_run))
+        return
+    from surgeon.train import launch
+
+    plan = launch.resolve(r, nproc=nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
+                          master_port=master_port)
+    if plan.processes > 1 and not launch.inside_launcher():
+        from pathlib import Path
+
+        from surgeon.train.runs import check_run, default_out
+
+        target = Path(out) if out is not None else default_out(r)
+        check_run(r, fold=fold, seed=seed, out=target, force=force, resume=resume)  # bad input: one line, here
+        launch.relaunch(plan, launch.worker_args(launch.recipe_argument(recipe), set_args=set_ or [], fold=fold,
+                                                 seed=seed, out=target, force=force, resume=resume))
+        return
     from surgeon.train.runs import train_recipe
 
-    r = load_recipe(recipe, set_ or [])
-    path = train_recipe(r, fold=fold, seed=seed, out=out, force=force)
+    path = train_recipe(r, fold=fold, seed=seed, out=out, force=force, resume=resume)
     import json
 
-    if path is not None:  # None on the other ranks of a torchrun launch
+    if path is not None:  # None on the other ranks of a multi-process run
         doc = json.loads((path / "results.json").read_text())
         _print_summary(doc)
         print(f"run written to {path}")

@@ -175,7 +175,12 @@ class TrainSection(Section):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     seed: int = 0
     workers: int = Field(0, ge=0)
+    prefetch: int = Field(2, ge=1, description="Batches each data worker loads ahead (workers > 0).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    tf32: bool = Field(True, description="TensorFloat-32 matmuls on GPUs that have them (fp32 runs).")
+    attention: Literal["sdpa", "eager"] = Field("sdpa", description="PyTorch scaled-dot-product attention or the "
+                                                "model's eager attention.")
+    compile: bool = Field(False, description="torch.compile the model (slower start, faster steps on GPUs).")
 
     @field_validator("lr", mode="before")
     @classmethod
@@ -201,6 +206,29 @@ class EvalSection(Section):
     select: Literal["accuracy", "macro_f1", "loss", "wer", "cer"] = Field(
         "accuracy", description="Validation metric that picks the best epoch.")
     batch_size: Optional[int] = Field(None, ge=1)
+
+
+class CheckpointSection(Section):
+    """`[checkpoint]`: resumable training state (surgeon train --resume)."""
+
+    every_steps: int = Field(500, ge=0, description="Also checkpoint every N optimiser steps (0: epoch ends only).")
+    keep: int = Field(2, ge=1, description="Checkpoints kept per cell (the newest).")
+
+
+class LaunchSection(Section):
+    """`[launch]`: processes and nodes (torch's elastic launcher); the command line's --nproc etc. win."""
+
+    nproc: int = Field(1, ge=1, description="Processes per node (GPUs per node; CPU processes use gloo).")
+    nnodes: int = Field(1, ge=1)
+    node_rank: int = Field(0, ge=0)
+    master_addr: str = "127.0.0.1"
+    master_port: Optional[int] = Field(None, ge=1, le=65535, description="Default: a free port (one node), 29500.")
+
+    @model_validator(mode="after")
+    def _rank_in_range(self):
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank: {self.node_rank} is not below nnodes ({self.nnodes})")
+        return self
 
 
 class OutputSection(Section):
@@ -255,6 +283,8 @@ class Recipe(Section):
     train: TrainSection
     eval: EvalSection = Field(default_factory=EvalSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    launch: LaunchSection = Field(default_factory=LaunchSection)
     merge: Optional[MergeSection] = None
     _source: object = PrivateAttr(None)  # the recipe file, for messages and the run directory
 

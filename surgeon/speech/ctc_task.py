@@ -62,6 +62,21 @@ class CTCTally:
         self.loss_sum += float(loss) * len(texts)
         self.count += len(texts)
 
+    def merge(self, other: "CTCTally") -> None:
+        self.keys += other.keys
+        self.refs += other.refs
+        self.hyps += other.hyps
+        self.loss_sum += other.loss_sum
+        self.count += other.count
+
+    def state_dict(self) -> dict:
+        return {"keys": self.keys, "refs": self.refs, "hyps": self.hyps, "loss_sum": self.loss_sum,
+                "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.keys, self.refs, self.hyps = list(state["keys"]), list(state["refs"]), list(state["hyps"])
+        self.loss_sum, self.count = state["loss_sum"], state["count"]
+
     def details(self) -> dict:
         return metrics.report(self.keys, self.refs, self.hyps, worst=WORST)
 

@@ -1,11 +1,10 @@
-"""Where training runs: device and precision, and torchrun's multi-process set-up.
+"""Where training runs: device and precision, and the multi-process set-up.
 
-A plain `surgeon train` is one process on the CPU or one GPU. Launched with torchrun
-(`torchrun --nproc_per_node=4 -m surgeon_cli.main train RECIPE`), every process reads RANK,
-WORLD_SIZE and LOCAL_RANK, joins the process group (NCCL on GPUs, gloo on CPUs), trains a
-DistributedDataParallel copy on its shard of each epoch (DistributedSampler), and only rank 0 writes
-the run directory. Validation and test sets are evaluated whole on every rank, so every rank picks
-the same best epoch without communication.
+A plain `surgeon train` is one process on the CPU or one GPU. With `--nproc N` (surgeon.train.launch)
+or under torchrun, every process reads RANK, WORLD_SIZE and LOCAL_RANK, joins the process group (NCCL
+on GPUs, gloo on CPUs) and trains a DistributedDataParallel copy on its slice of every global batch
+(surgeon.train.sampling); evaluation is sharded and the tallies are gathered, so every sample counts
+once and every rank sees the same metrics (and picks the same best epoch). Only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -45,6 +44,26 @@ class Runtime:
         if self.distributed:
             torch.distributed.barrier()
 
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over the ranks (the values themselves in one process)."""
+        if not self.distributed:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.collective_device)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def gather(self, obj) -> list:
+        """Every rank's `obj`, in rank order, on every rank ([obj] in one process)."""
+        if not self.distributed:
+            return [obj]
+        out = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    @property
+    def collective_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
@@ -61,7 +80,7 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise SurgeonError("train.precision: this GPU does not support bf16; use fp16 or fp32")
 
 
-def setup(device: str = "auto", precision: str = "fp32") -> Runtime:
+def setup(device: str = "auto", precision: str = "fp32", tf32: bool = True) -> Runtime:
     """The runtime of this process; joins the process group when started by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -72,6 +91,9 @@ def setup(device: str = "auto", precision: str = "fp32") -> Runtime:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cuda":  # TensorFloat-32 matmuls and convolutions (Ampere and newer); fp32 storage kept
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
     return Runtime(dev, precision, rank, world, local)
 
 

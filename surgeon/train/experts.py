@@ -57,6 +57,23 @@ class ExpertRecorder:
         if labeled:
             self.class_counts += torch.bincount(labels, minlength=self.num_labels).float()
 
+    def merge(self, other: "ExpertRecorder") -> None:
+        """Add another process's counts (sharded evaluation)."""
+        for i, (pl, pc) in enumerate(zip(other.per_layer, other.per_class)):
+            if len(self.per_layer) <= i:
+                self.per_layer.append(torch.zeros_like(pl))
+                self.per_class.append(torch.zeros_like(pc))
+            self.per_layer[i] += pl
+            self.per_class[i] += pc
+        self.samples += other.samples
+        self.class_counts += other.class_counts
+
+    def __getstate__(self):  # gathered between processes: the counts, not the model's modules
+        return {k: v for k, v in self.__dict__.items() if k != "modules"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, modules=[])
+
     def result(self) -> dict | None:
         """{"layers": names, "per_layer": [[share per expert] per layer], "per_class": [[[...]]]}"""
         if not self.per_layer:

@@ -8,8 +8,9 @@
     <run>/plots/<cell>-curves.png, <cell>-experts-layers.png, <cell>-experts-classes.png
 
 A cell is one split (fold1..foldK, official, Session1..) with one seed (the few-shot seeds, or
-train.seed). The directory appears whole when training ends (atomic_output); an existing one is
-replaced only with --force.
+train.seed). The directory grows in a hidden work directory beside it (with resumable checkpoints,
+see surgeon.train.resume) and appears whole when training ends; an existing one is replaced only
+with --force.
 """
 from __future__ import annotations
 
@@ -116,7 +117,8 @@ def prepare_cell(recipe, index, train_items, split, seed: int, offline_model: st
     return model, datasets, merge_hooks
 
 
-def run_cell(recipe, index, cell, runtime, *, log, reporter, out: Path | None, offline_model=None):
+def run_cell(recipe, index, cell, runtime, *, log, reporter, out: Path | None, offline_model=None,
+             checkpoints=None, resume_from=None, stop=None):
     from surgeon.train.experts import ExpertRecorder
     from surgeon.train.loop import CellResult, evaluate_tally, fit, make_loader
     from surgeon.train.tasks import get_task
@@ -128,17 +130,21 @@ def run_cell(recipe, index, cell, runtime, *, log, reporter, out: Path | None, o
     model.to(runtime.device)
     t = recipe.train
     eval_bs = recipe.eval.batch_size or t.batch_size
+    common = dict(seed=seed, workers=t.workers, runtime=runtime, prefetch=t.prefetch)
     loaders = {
-        "train": make_loader(datasets["train"], t.batch_size, shuffle=True, seed=seed, workers=t.workers, runtime=runtime),
-        "valid": make_loader(datasets["valid"], eval_bs, shuffle=False, seed=seed, workers=t.workers, runtime=runtime),
-        "test": make_loader(datasets["test"], eval_bs, shuffle=False, seed=seed, workers=t.workers, runtime=runtime),
+        "train": make_loader(datasets["train"], t.batch_size, shuffle=True, **common),
+        "valid": make_loader(datasets["valid"], eval_bs, shuffle=False, **common),
+        "test": make_loader(datasets["test"], eval_bs, shuffle=False, **common),
     }
     n = index.num_classes
     counts = {k: len(v) for k, v in datasets.items()}
+    procs = f", {runtime.world_size} processes" if runtime.distributed else ""
     reporter.message(f"{name}: train {counts['train']}, valid {counts['valid']}, test {counts['test']} items, "
-                     f"{n} classes, device {runtime.device}")
+                     f"{n} classes, device {runtime.device}{procs}"
+                     + (f"; resuming from {resume_from.name}" if resume_from else ""))
     epoch, valid, history = fit(model, task, recipe, loaders, runtime, num_labels=n, log=log, reporter=reporter,
-                                cell=name, merge_hooks=merge_hooks)
+                                cell=name, merge_hooks=merge_hooks, checkpoints=checkpoints,
+                                resume_from=resume_from, stop=stop)
     recorder = ExpertRecorder(model, n)
     tally = evaluate_tally(model, task, loaders["test"], runtime, n, recorder=recorder) if counts["test"] else None
     test = tally.result() if tally else {}
@@ -216,69 +222,119 @@ def summarize(cells: list[dict]) -> dict:
     return summary
 
 
-def train_recipe(recipe, *, fold: int | None = None, seed: int | None = None, out=None, force: bool = False,
-                 reporter=None, offline_model: str | None = None) -> Path | None:
-    """Train every cell of a recipe and write the run directory; returns its path (None on the
-    ranks other than 0 of a distributed run, which write nothing)."""
-    from contextlib import nullcontext
-
-    from surgeon import __version__
-    from surgeon.io.atomic import atomic_output, check_output
-    from surgeon.recipes.load import dump_recipe
-    from surgeon.train import dist
-    from surgeon.train.progress import Reporter
+def check_run(recipe, *, fold=None, seed=None, out: Path, force: bool = False, resume: str | None = None) -> None:
+    """Everything train_recipe would refuse before training (output, resume, dataset, metrics), checked
+    without writing: the launcher of several processes calls it so bad input is one line, once."""
+    from surgeon.train.workdir import WorkDir
 
     check_metrics(recipe)
-    runtime = dist.setup(recipe.train.device, recipe.train.precision)
-    reporter = reporter or Reporter(enabled=runtime.is_main)
-    out = Path(out) if out is not None else default_out(recipe)
-    inputs = [p for p in (recipe.data.root, recipe.model.surgery, recipe._source) if p]
-    if runtime.is_main:
-        check_output(out, force=force, inputs=inputs)
     index = load_dataset(recipe)
     cells = plan_cells(recipe, index, fold, seed)
-    started = time.monotonic()
+    inputs = [p for p in (recipe.data.root, recipe.model.surgery, recipe._source) if p]
+    WorkDir.open(recipe, out, [c[0] for c in cells], force=force, resume=resume, inputs=inputs, writer=False)
+
+
+class RunLog:
+    """metrics.jsonl of a run in progress: appended to line by line (rank 0 only); tell() is its
+    length, stored in checkpoints so a resumed run drops the lines written after its checkpoint."""
+
+    def __init__(self, path: Path | None, truncate_to: int | None = None):
+        self.file = None
+        if path is not None:
+            self.file = open(path, "r+b" if path.exists() else "wb")
+            self.file.truncate(truncate_to if truncate_to is not None else 0)
+            self.file.seek(0, 2)
+
+    def __call__(self, line: dict) -> None:
+        if self.file is not None:
+            self.file.write((json.dumps(line) + "\n").encode())
+            self.file.flush()
+
+    def tell(self) -> int:
+        return self.file.tell() if self.file is not None else 0
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def train_recipe(recipe, *, fold: int | None = None, seed: int | None = None, out=None, force: bool = False,
+                 resume: str | None = None, reporter=None, offline_model: str | None = None) -> Path | None:
+    """Train every cell of a recipe and write the run directory; returns its path (None on the
+    ranks other than 0 of a distributed run, which write nothing).
+
+    The run grows in a work directory (surgeon.train.resume) that becomes the run directory when
+    every cell is done; resume="auto" (or the path of the run or of its work directory) continues an
+    interrupted run from its newest checkpoint."""
+    from surgeon import __version__
+    from surgeon.train import dist
+    from surgeon.train.progress import Reporter
+    from surgeon.train.resume import Checkpoints
+    from surgeon.train.signals import StopRequest
+    from surgeon.train.workdir import WorkDir
+
+    check_metrics(recipe)
+    out = Path(out) if out is not None else default_out(recipe)
+    inputs = [p for p in (recipe.data.root, recipe.model.surgery, recipe._source) if p]
+    runtime = dist.setup(recipe.train.device, recipe.train.precision, recipe.train.tf32)
     try:
-        ctx = atomic_output(out, force=force, inputs=inputs) if runtime.is_main else nullcontext(None)
-        with ctx as tmp:
-            metrics = open(tmp / "metrics.jsonl", "w") if tmp is not None else None
-
-            def log(line: dict) -> None:
-                if metrics is not None:
-                    metrics.write(json.dumps(line) + "\n")
-                    metrics.flush()
-
-            if tmp is not None:
-                (tmp / "recipe.toml").write_text(dump_recipe(recipe))
-            results = []
-            try:
-                for cell in cells:
-                    r = run_cell(recipe, index, cell, runtime, log=log, reporter=reporter, out=tmp,
-                                 offline_model=offline_model)
-                    results.append({k: v for k, v in r.__dict__.items() if k != "history"})
-            finally:
-                reporter.close()  # a failed epoch must not leave the progress bar on the terminal
-                if metrics is not None:
-                    metrics.close()
-            if tmp is not None:
-                doc = {
-                    "format": "surgeon-run/1",
-                    "surgeon_version": __version__,
-                    "recipe": str(recipe._source),
-                    "task": recipe.model.task,
-                    "method": [m.name for m in recipe.methods] or None,
-                    "dataset": {"format": index.name, "root": str(index.root) if index.root else None,
-                                "classes": index.classes, "protocol": recipe.data.protocol or index.protocol},
-                    "device": str(runtime.device),
-                    "selected_on": f"valid_{recipe.eval.select}",
-                    "checkpoint": recipe.eval.checkpoint,
-                    "seconds": round(time.monotonic() - started, 2),
-                    "cells": results,
-                    "summary": summarize(results),
-                    "skipped": sorted({k for r in results for k in r["skipped"]}),
-                }
-                (tmp / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+        reporter = reporter or Reporter(enabled=runtime.is_main)
+        index = load_dataset(recipe)
+        cells = plan_cells(recipe, index, fold, seed)
+        work = WorkDir.open(recipe, out, [c[0] for c in cells], force=force, resume=resume, inputs=inputs,
+                            writer=runtime.is_main)
+        runtime.barrier()  # every process has checked before the work directory appears
+        work.create()
         runtime.barrier()
+        started = time.monotonic()
+        done = work.finished_cells()
+        log = RunLog(work.path / "metrics.jsonl" if runtime.is_main else None, truncate_to=work.log_bytes())
+        results = []
+        try:
+            with StopRequest() as stop:
+                for cell in cells:
+                    name = cell[0]
+                    if name in done:
+                        results.append(done[name])
+                        continue
+                    checkpoints = Checkpoints(work.path / "resume" / name, recipe.checkpoint.keep,
+                                              recipe.checkpoint.every_steps)
+                    r = run_cell(recipe, index, cell, runtime, log=log, reporter=reporter,
+                                 out=work.path if runtime.is_main else None, offline_model=offline_model,
+                                 checkpoints=checkpoints, resume_from=checkpoints.latest() if resume else None,
+                                 stop=stop)
+                    result = {k: v for k, v in r.__dict__.items() if k != "history"}
+                    if runtime.is_main:
+                        work.finish_cell(name, result, log.tell())
+                    results.append(result)
+        finally:
+            reporter.close()  # a failed epoch must not leave the progress bar on the terminal
+            log.close()
+        if runtime.is_main:
+            doc = {
+                "format": "surgeon-run/1",
+                "surgeon_version": __version__,
+                "recipe": str(recipe._source),
+                "task": recipe.model.task,
+                "method": [m.name for m in recipe.methods] or None,
+                "dataset": {"format": index.name, "root": str(index.root) if index.root else None,
+                            "classes": index.classes, "protocol": recipe.data.protocol or index.protocol},
+                "device": str(runtime.device),
+                "processes": runtime.world_size,
+                "selected_on": f"valid_{recipe.eval.select}",
+                "checkpoint": recipe.eval.checkpoint,
+                "seconds": round(time.monotonic() - started, 2),
+                "cells": results,
+                "summary": summarize(results),
+                "skipped": sorted({k for r in results for k in r["skipped"]}),
+            }
+            (work.path / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+            work.complete(force=force)
+        runtime.barrier()
+    except BaseException:
+        if runtime.is_main and "work" in locals():
+            work.abandon()  # removes the work directory only when it holds nothing to resume from
+        raise
     finally:
         dist.teardown(runtime)
     return out if runtime.is_main else None
@@ -298,7 +354,7 @@ def evaluate_recipe(recipe, *, run: Path | None = None, model_ref: str | None = 
     if model_ref is not None:
         recipe = with_model(recipe, model_ref)
     check_metrics(recipe)
-    runtime = dist.setup(recipe.train.device, recipe.train.precision)
+    runtime = dist.setup(recipe.train.device, recipe.train.precision, recipe.train.tf32)
     reporter = reporter or Reporter(enabled=runtime.is_main)
     task = get_task(recipe.model.task)
     index = load_dataset(recipe)
@@ -316,7 +372,7 @@ def evaluate_recipe(recipe, *, run: Path | None = None, model_ref: str | None = 
             load_trained(model, Path(run) / "checkpoints" / name)
         model.to(runtime.device)
         loader = make_loader(datasets["test"], recipe.eval.batch_size or recipe.train.batch_size, shuffle=False,
-                             seed=s, workers=recipe.train.workers, runtime=runtime)
+                             seed=s, workers=recipe.train.workers, runtime=runtime, prefetch=recipe.train.prefetch)
         recorder = ExpertRecorder(model, index.num_classes)
         test = reported(recipe, task, evaluate(model, task, loader, runtime, index.num_classes, recorder=recorder))
         reporter.message(f"{name}: test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))

@@ -36,6 +36,12 @@ class Tally(Protocol):
 
     def result(self) -> dict[str, float]: ...
 
+    def merge(self, other) -> None: ...  # add another process's tally (sharded evaluation)
+
+    def state_dict(self) -> dict: ...  # JSON-able, for resumable checkpoints
+
+    def load_state_dict(self, state: dict) -> None: ...
+
 
 class Task(Protocol):
     name: str
@@ -69,6 +75,18 @@ class ConfusionTally:
         self.confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
         self.loss_sum += float(loss) * len(labels)
         self.count += len(labels)
+
+    def merge(self, other: "ConfusionTally") -> None:
+        self.confusion += other.confusion
+        self.loss_sum += other.loss_sum
+        self.count += other.count
+
+    def state_dict(self) -> dict:
+        return {"confusion": self.confusion.tolist(), "loss_sum": self.loss_sum, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.confusion = torch.tensor(state["confusion"], dtype=torch.long)
+        self.loss_sum, self.count = state["loss_sum"], state["count"]
 
     def result(self) -> dict[str, float]:
         c = self.confusion.double()
