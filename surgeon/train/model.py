@@ -102,6 +102,7 @@ def build_model(recipe, labels: list[str], *, feature_spec=None, offline_model: 
 
         resize_position_embeddings(model, spec.max_frames)
     task.prepare(model, labels)
+    _set_attention(model, recipe.train.attention)
     _record_head(model)
     # offline (validate's tiny stand-in) the merge source checkpoint is not there to merge from
     hooks = apply_merge(model, recipe, offline_model) if recipe.merge is not None else None
@@ -111,6 +112,18 @@ def build_model(recipe, labels: list[str], *, feature_spec=None, offline_model: 
         for method in recipe.methods:
             inject(model, method.name, **method.options())
     return model, spec, hooks
+
+
+def _set_attention(model, kind: str) -> None:
+    """train.attention: PyTorch's fused scaled-dot-product attention (transformers' default where the
+    model has it) or the model's own eager attention (e.g. to read attention weights)."""
+    if getattr(model.config, "_attn_implementation", None) == kind:
+        return
+    try:
+        model.set_attn_implementation(kind)
+    except (ValueError, ImportError) as e:
+        raise SurgeonError(f"train.attention: {type(model).__name__} cannot use {kind!r} attention "
+                           f"({str(e).splitlines()[0]})") from None
 
 
 def _record_head(model) -> None:

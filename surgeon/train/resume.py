@@ -30,15 +30,9 @@ import torch
 
 from surgeon.errors import SurgeonError
 
-PARTIAL_MARK = ".surgeon-partial"
 FORMAT = "surgeon-resume/1"
 # recipe keys that may change between an interruption and its resumption (they do not change results)
 VOLATILE = {"launch": None, "checkpoint": None, "train": ("workers", "prefetch", "compile")}
-
-
-def partial_dir(out: Path) -> Path:
-    out = Path(out).expanduser().resolve()
-    return out.parent / f".{out.name}{PARTIAL_MARK}"
 
 
 def identity(recipe_doc: dict) -> dict:

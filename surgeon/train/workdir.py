@@ -9,9 +9,20 @@ import uuid
 from pathlib import Path
 
 from surgeon.errors import SurgeonError
-from surgeon.train.resume import PARTIAL_MARK, first_difference, identity, partial_dir
 
 RUN_FORMAT = "surgeon-partial-run/1"
+PARTIAL_MARK = ".surgeon-partial"
+
+
+def partial_dir(out: Path) -> Path:
+    """The work directory of the run whose output is `out`."""
+    out = Path(out).expanduser().resolve()
+    return out.parent / f".{out.name}{PARTIAL_MARK}"
+
+
+def resumable(work: Path) -> bool:
+    """A work directory holds a run to continue once its run.json is there (written last, by rename)."""
+    return (work / "run.json").is_file()
 
 
 def locate(out: Path, resume: str) -> tuple[Path, Path]:
@@ -33,11 +44,12 @@ class WorkDir:
     def open(cls, recipe, out: Path, cells: list[str], *, force: bool, resume: str | None, inputs=(),
              writer: bool = True) -> "WorkDir":
         from surgeon.io.atomic import check_output
+        from surgeon.train.resume import first_difference, identity
 
         ident = {"recipe": identity(recipe.model_dump(mode="json")), "cells": cells}
         if resume:
             out, work = locate(out, resume)
-            if not (work / "run.json").is_file():
+            if not resumable(work):
                 if out.is_dir() and (out / "results.json").is_file():
                     raise SurgeonError(f"--resume: {out} is a finished run, there is nothing to resume "
                                        "(train again with --force, without --resume)")
@@ -52,7 +64,7 @@ class WorkDir:
             return cls(work, out, writer)
         out = check_output(out, force=force, inputs=inputs)
         work = partial_dir(out)
-        if work.exists() and not force:
+        if resumable(work) and not force:
             raise SurgeonError(f"{out}: an interrupted run of it is in {work}; continue it with --resume, "
                                "or pass --force to start over")
         self = cls(work, out, writer)
@@ -66,15 +78,18 @@ class WorkDir:
         if not self.writer or self.fresh is None:
             return
         recipe, ident = self.fresh
+        tmp = self.path.parent / f"{self.path.name}.new-{uuid.uuid4().hex[:8]}"
         try:
-            if self.path.exists():  # an interrupted run, replaced with --force
+            tmp.mkdir(parents=True)
+            (tmp / "recipe.toml").write_text(dump_recipe(recipe))
+            (tmp / "run.json").write_text(json.dumps({"format": RUN_FORMAT, "out": str(self.out),
+                                                      "identity": ident}, indent=2) + "\n")
+            if self.path.exists():  # an interrupted run replaced with --force, or an unfinished start
                 shutil.rmtree(self.path)
-            self.path.mkdir(parents=True)
+            os.rename(tmp, self.path)  # appears with its run.json or not at all
         except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
             raise SurgeonError(f"{self.out}: cannot write the run here: {e.strerror or e}") from None
-        (self.path / "recipe.toml").write_text(dump_recipe(recipe))
-        (self.path / "run.json").write_text(json.dumps({"format": RUN_FORMAT, "out": str(self.out),
-                                                        "identity": ident}, indent=2) + "\n")
 
     # -- cells ------------------------------------------------------------------------------------
     def finished_cells(self) -> dict[str, dict]:
