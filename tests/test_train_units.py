@@ -151,3 +151,45 @@ def test_worker_error_reaches_the_user_as_its_one_line_message(workers):
     with pytest.raises(SurgeonError) as e:
         list(batches(loader))
     assert str(e.value) == "clip.wav: audio file not found"
+
+
+def test_gathered_tallies_equal_one_tally_over_everything():
+    """Sharded evaluation: tallies (and expert counts) of two shards, sent between processes as
+    pickles and merged, give the metrics of one tally over all items; the JSON state round-trips."""
+    import json
+    import pickle
+
+    from surgeon.train.experts import ExpertRecorder
+    from surgeon.train.tasks import ConfusionTally
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(10, 3), torch.randint(0, 3, (10,))
+    whole = ConfusionTally(3)
+    whole.add(logits, {"labels": labels}, loss=1.0)
+    parts = [ConfusionTally(3), ConfusionTally(3)]
+    parts[0].add(logits[0::2], {"labels": labels[0::2]}, loss=1.0)
+    parts[1].add(logits[1::2], {"labels": labels[1::2]}, loss=1.0)
+    merged = pickle.loads(pickle.dumps(parts[0]))
+    merged.merge(pickle.loads(pickle.dumps(parts[1])))
+    assert merged.result() == whole.result()
+    restored = ConfusionTally(3)
+    restored.load_state_dict(json.loads(json.dumps(whole.state_dict())))
+    assert restored.result() == whole.result()
+
+    class Fake(torch.nn.Module):
+        last_expert_weights = None
+
+    model = torch.nn.Module()
+    model.surgeon_soft_moa = Fake()
+    weights = torch.softmax(torch.randn(10, 4), -1)
+    recorders = [ExpertRecorder(model, 3) for _ in range(3)]
+    for rec, rows in zip(recorders, [slice(None), slice(0, None, 2), slice(1, None, 2)]):
+        model.surgeon_soft_moa.last_expert_weights = weights[rows]
+        rec.add(labels[rows])
+    one, a, b = recorders
+    a = pickle.loads(pickle.dumps(a))  # what crosses between processes: counts, not the model
+    assert a.modules == []
+    a.merge(pickle.loads(pickle.dumps(b)))
+    for x, y in zip(a.result()["per_class"], one.result()["per_class"]):
+        assert torch.allclose(torch.tensor(x), torch.tensor(y))
+    assert torch.allclose(torch.tensor(a.result()["per_layer"]), torch.tensor(one.result()["per_layer"]))

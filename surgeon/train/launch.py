@@ -75,8 +75,9 @@ def relaunch(launch: Launch, worker_args: list[str]) -> None:
     args += ["--module", "surgeon_cli.main", *worker_args]
     # each worker gets an equal share of the cores (torchrun would print a warning and use 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // launch.nproc)))
-    for name in ("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)  # our own line replaces their failure report
+    # the agent's own reports ("Received 2 death signal", the failure table) would repeat our one line
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed")] + ["torch.distributed"]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="surgeon-launch-") as errors:
         os.environ[ERROR_DIR_ENV] = errors
         os.environ[WORKER_ENV] = "1"

@@ -149,7 +149,7 @@ class Training:
         self.best_weights = resume.best_weights(tensors)
 
     def save(self, tally) -> Path | None:
-        """Write a checkpoint of the state now (all processes call it; rank 0 writes)."""
+        """Write a checkpoint of the state now (all processes call it; rank 0 writes); returns its path."""
         from surgeon.train import resume
 
         if self.checkpoints is None:
@@ -161,9 +161,9 @@ class Training:
         p.seq += 1
         tensors, meta = resume.capture(self.model, self.optimizer, self.scheduler, self.scaler, p, self.runtime,
                                        best=self.best_weights)
-        if not self.runtime.is_main:
-            return None
-        return self.checkpoints.write(p.seq, tensors, meta)
+        if self.runtime.is_main:
+            return self.checkpoints.write(p.seq, tensors, meta)
+        return self.checkpoints.path(p.seq)
 
     def last_good(self) -> str:
         latest = self.checkpoints.latest() if self.checkpoints is not None else None
@@ -238,10 +238,9 @@ def fit(model, task, recipe, loaders: dict, runtime, *, num_labels: int, log, re
             wants_stop = 1.0 if (stop is not None and stop.signum and at_step_boundary) else 0.0
             global_n, empty, stopping = runtime.sum([local_n, float(local_n == 0), wants_stop])
             if stopping:
-                where = training.save(None if i == 1 else tally)
+                where = training.save(tally)
                 raise Interrupted(f"interrupted by {stop.name or 'a signal'} at epoch {epoch}, step {p.step}; "
-                                  f"checkpoint: {where or 'written by rank 0'}; continue with --resume",
-                                  stop.signum or 15)
+                                  f"checkpoint: {where}; continue with --resume", stop.signum or 15)
             p.counters["skipped"] += len(batch["skipped"])
             if empty:  # nothing readable in (some process's slice of) this batch
                 p.batches_done = i
@@ -300,9 +299,9 @@ def fit(model, task, recipe, loaders: dict, runtime, *, num_labels: int, log, re
             p.best_epoch, p.best_score = epoch, score
             training.best_weights = (trainable_state(model), buffers_state(model)) if keep else None
         p.epoch_done = True
-        training.save(None)
+        where = training.save(None)
         if stop is not None and runtime.sum([1.0 if stop.signum else 0.0])[0]:
-            raise Interrupted(f"interrupted by {stop.name or 'a signal'} after epoch {epoch}; checkpoint written; "
+            raise Interrupted(f"interrupted by {stop.name or 'a signal'} after epoch {epoch}; checkpoint: {where}; "
                               "continue with --resume", stop.signum or 15)
     reporter.close()
     if training.best_weights is not None:  # restore the selected epoch's weights

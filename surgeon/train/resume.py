@@ -92,10 +92,13 @@ class Checkpoints:
         found = self.all()
         return found[-1] if found else None
 
+    def path(self, seq: int) -> Path:
+        return self.folder / f"ckpt-{seq:06d}"
+
     def write(self, seq: int, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
         from safetensors.torch import save_file
 
-        final = self.folder / f"ckpt-{seq:06d}"
+        final = self.path(seq)
         tmp = self.folder / f".ckpt-{seq:06d}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
