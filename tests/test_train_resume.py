@@ -254,3 +254,23 @@ def test_sampler_global_batches_split_across_ranks():
     assert epoch_order(30, 2, 3) != epoch_order(30, 2, 4)  # a new order every epoch, the same in every run
     one.set_epoch(3, skip=2)
     assert list(one) == whole[2:] and len(one) == len(whole) - 2 and one.total == len(whole)
+
+
+def test_killed_after_the_last_epoch_before_the_cell_was_recorded(uninterrupted, env, monkeypatch):
+    """The last moment a kill can hit: the cell's final weights are saved, its result not yet recorded.
+    The resumed run redoes only the test evaluation and ends like the uninterrupted one."""
+    from surgeon.train.workdir import WorkDir
+
+    recipe, whole = uninterrupted
+    out = env / "late"
+
+    def killed(self, *args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(WorkDir, "finish_cell", killed)
+    assert surgeon("train", str(recipe), "--out", str(out)) == 1
+    work = out.parent / f".{out.name}.surgeon-partial"
+    assert (work / "checkpoints").is_dir() and checkpoints(out)
+    monkeypatch.undo()
+    assert surgeon("train", str(recipe), "--out", str(out), "--resume") == 0
+    assert_same_run(whole, out)

@@ -187,10 +187,12 @@ def reported(recipe, task, metrics: dict) -> dict:
 
 
 def save_checkpoint(model, out: Path) -> None:
+    """The cell's final weights in the work directory (replacing those of an attempt killed after
+    saving them and before the cell was recorded as finished)."""
     from surgeon.api import save_surgery
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_surgery(model, out)
+    save_surgery(model, out, force=True)
 
 
 def write_plots(result, labels: list[str], folder: Path) -> None:
