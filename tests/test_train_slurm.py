@@ -289,7 +289,7 @@ def test_job_command_skip_resume_force(esc50, tmp_path, fakes):
     assert job.command(cell, FakeEnv()) == [*plan.surgeon, *slurm.train_args(plan, cell), *launch]
     partial_dir(plan.cell_out(cell)).mkdir(parents=True)
     (partial_dir(plan.cell_out(cell)) / "run.json").write_text("{}")
-    assert job.command(cell, FakeEnv())[-len(launch) - 1] == "--resume"
+    assert job.command(cell, FakeEnv())[-len(launch) - 2:-len(launch)] == ["--resume", "auto"]
     plan.cell_out(cell).mkdir()
     (plan.cell_out(cell) / "results.json").write_text("{}")
     assert job.command(cell, FakeEnv()) is None  # a requeued job whose cell had finished

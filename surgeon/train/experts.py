@@ -68,6 +68,14 @@ class ExpertRecorder:
         self.samples += other.samples
         self.class_counts += other.class_counts
 
+    def gather(self, runtime) -> None:
+        """Sum every process's counts into this recorder, in rank order (the same sums everywhere)."""
+        parts = runtime.gather(self)
+        total = parts[0]
+        for other in parts[1:]:
+            total.merge(other)
+        self.__dict__.update(total.__getstate__())
+
     def __getstate__(self):  # gathered between processes: the counts, not the model's modules
         return {k: v for k, v in self.__dict__.items() if k != "modules"}
 

@@ -97,8 +97,7 @@ def evaluate_tally(model, task, loader, runtime, num_labels: int, recorder=None)
     if runtime.distributed:
         tally = _merged(runtime.gather(tally))
         if recorder:
-            parts = runtime.gather(recorder)
-            recorder.__dict__.update({k: v for k, v in _merged(parts).__dict__.items() if k != "modules"})
+            recorder.gather(runtime)
     return tally
 
 
@@ -188,6 +187,9 @@ def fit(model, task, recipe, loaders: dict, runtime, *, num_labels: int, log, re
     train_loader = loaders["train"]
     sampler = train_loader.batch_sampler
     total = sampler.total  # global batches per epoch
+    if total == 0:
+        raise SurgeonError(f"data: {sampler.n} training items cannot be shared by {runtime.world_size} processes "
+                           "(each needs at least one); use fewer processes")
     steps_per_epoch = math.ceil(total / t.grad_accum)
     scheduler = build_scheduler(optimizer, steps_per_epoch * t.epochs, t.warmup_steps, t.scheduler)
     scaler = torch.amp.GradScaler("cuda") if runtime.precision == "fp16" else None

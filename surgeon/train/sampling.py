@@ -37,15 +37,13 @@ class GlobalBatchSampler:
 
     def global_batches(self) -> list[list[int]]:
         order = epoch_order(self.n, self.seed, self.epoch, self.shuffle)
-        batches = [order[i:i + self.batch_size] for i in range(0, self.n, self.batch_size)]
-        if self.world > 1 and batches and len(batches[-1]) < self.world:
-            batches.pop()  # a last batch smaller than the process count would leave a rank with nothing
-        return batches
+        return [order[i:i + self.batch_size] for i in range(0, self.total * self.batch_size, self.batch_size)]
 
     @property
     def total(self) -> int:
         full, rest = divmod(self.n, self.batch_size)
-        return full + (1 if rest and (self.world == 1 or rest >= self.world) else 0)
+        # a last batch smaller than the process count would leave a process with nothing: dropped
+        return full + (1 if rest and rest >= self.world else 0)
 
     def __len__(self) -> int:
         return max(self.total - self.skip, 0)

@@ -211,18 +211,11 @@ def master_port(job_id: str | int) -> int:
 
 
 def train_args(plan: Plan, cell: Cell, *, resume: bool = False, force: bool = False) -> list[str]:
-    """`surgeon train` arguments of one cell, without the torchrun ones."""
-    args = ["train", plan.recipe]
-    for s in plan.sets:
-        args += ["--set", s]
-    if cell.fold is not None:
-        args += ["--fold", str(cell.fold)]
-    args += ["--seed", str(cell.seed), "--out", str(plan.cell_out(cell))]
-    if force:
-        args.append("--force")
-    elif resume:
-        args.append("--resume")
-    return args
+    """`surgeon train` arguments of one cell, without the torchrun ones (--force wins over --resume)."""
+    from surgeon.train.launch import worker_args
+
+    return worker_args(plan.recipe, set_args=plan.sets, fold=cell.fold, seed=cell.seed, out=plan.cell_out(cell),
+                       force=force, resume="auto" if resume and not force else None)
 
 
 def launch_args(plan: Plan, *, node_rank: int, master_addr: str, port: int) -> list[str]:
