@@ -150,3 +150,36 @@ def test_launch_bad_input(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+def test_launch_settings_come_from_the_recipe_and_the_command_line_wins(tmp_path):
+    from surgeon.recipes.load import load_recipe
+    from surgeon.train import launch
+
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(RECIPE + '\n[launch]\nnproc = 4\nnnodes = 2\nnode_rank = 1\nmaster_addr = "node0"\n')
+    r = load_recipe(str(recipe), [])
+    plan = launch.resolve(r)
+    assert (plan.nproc, plan.nnodes, plan.node_rank, plan.master_addr, plan.processes) == (4, 2, 1, "node0", 8)
+    plan = launch.resolve(r, nproc=1, nnodes=1, node_rank=0)
+    assert plan.processes == 1  # one process in all: trains in this process, no launcher
+    args = launch.worker_args(str(recipe), set_args=["train.lr=1e-3"], fold=2, seed=None, out=tmp_path / "o",
+                              force=True, resume="auto")
+    assert args == ["train", str(recipe), "--set", "train.lr=1e-3", "--fold", "2", "--out", str(tmp_path / "o"),
+                    "--force", "--resume", "auto"]
+
+
+def test_the_launcher_reports_the_first_worker_error(tmp_path, monkeypatch):
+    from surgeon.train import launch
+
+    monkeypatch.setenv(launch.ERROR_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("RANK", "1")
+    assert launch.report_worker_error("data: a.wav: cannot decode", 2)
+    monkeypatch.setenv("RANK", "0")
+    assert launch.report_worker_error("internal error: RuntimeError: connection closed by peer", 1)
+    error = launch._first_error(tmp_path, 1)
+    assert str(error) == "data: a.wav: cannot decode" and error.exit_code == 2
+    empty = tmp_path / "none"
+    empty.mkdir()
+    error = launch._first_error(empty, -9)  # killed by a signal before it could say anything
+    assert "exit code -9" in str(error) and error.exit_code == 1
