@@ -89,3 +89,15 @@ def test_same_seed_same_metrics_bit_for_bit_and_cache_hits(tmp_path, monkeypatch
     assert surgeon("train", "quickstart", *SMALL, "--seed", "1", "--out", str(tmp_path / "c")) == 0
     c = [json.loads(l) for l in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
     assert [l for l in c if l["event"] == "step"] != steps["a"]
+
+
+def test_demo_trains_and_inspects(tmp_path, monkeypatch, capsys):
+    """`surgeon demo`, the README's first command: trains the quickstart and inspects what it saved."""
+    monkeypatch.setenv("SURGEON_CACHE", str(tmp_path / "cache"))
+    assert surgeon("demo", "--out", str(tmp_path / "demo")) == 0
+    out = capsys.readouterr().out
+    assert "test_accuracy:" in out and f"run written to {tmp_path / 'demo'}" in out
+    import re
+
+    assert re.search(r"surgery\s+soft-moa", out)
+    assert surgeon("demo", "--out", str(tmp_path / "demo")) == 0  # run again: replaced, as the help says

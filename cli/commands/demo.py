@@ -13,10 +13,11 @@ def demo(
     """Train the quickstart recipe offline (tiny AST + Soft-MoA on synthetic sounds) and inspect the result."""
     from pathlib import Path
 
+    from surgeon.recipes.load import load_recipe
     from surgeon_cli.commands.inspect import inspect
-    from surgeon_cli.commands.train import train
+    from surgeon_cli.commands.train import train_here
 
-    train("quickstart", set_=[], fold=None, seed=None, out=out, force=True)
+    train_here(load_recipe("quickstart", []), out=out, force=True)
     for checkpoint in sorted((Path(out) / "checkpoints").iterdir()):
         print()
         inspect(str(checkpoint), as_json=False, check=False, tensors=False, allow_pickle=False)

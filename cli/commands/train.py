@@ -79,11 +79,16 @@ def train(
         launch.relaunch(plan, launch.worker_args(launch.recipe_argument(recipe), set_args=set_ or [], fold=fold,
                                                  seed=seed, out=target, force=force, resume=resume))
         return
-    from surgeon.train.runs import train_recipe
+    train_here(r, fold=fold, seed=seed, out=out, force=force, resume=resume)
 
-    path = train_recipe(r, fold=fold, seed=seed, out=out, force=force, resume=resume)
+
+def train_here(recipe, **options) -> None:
+    """Train a loaded recipe in this process (one of several, under a launcher) and print the summary."""
     import json
 
+    from surgeon.train.runs import train_recipe
+
+    path = train_recipe(recipe, **options)
     if path is not None:  # None on the other ranks of a multi-process run
         doc = json.loads((path / "results.json").read_text())
         _print_summary(doc)
