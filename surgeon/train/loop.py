@@ -94,18 +94,19 @@ def evaluate_tally(model, task, loader, runtime, num_labels: int, recorder=None)
         tally.add(out.float(), batch, float(loss))
         if recorder:
             recorder.add(batch["labels"])
-    if runtime.distributed:
-        tally = _merged(runtime.gather(tally))
-        if recorder:
-            recorder.gather(runtime)
-    return tally
+    if runtime.distributed and recorder:
+        recorder.gather(runtime)
+    return _gathered(tally, runtime)
 
 
-def _merged(parts: list):
-    first = parts[0]
+def _gathered(tally, runtime):
+    """The tally of every process merged, in rank order (the same sums everywhere)."""
+    if not runtime.distributed:
+        return tally
+    parts = runtime.gather(tally)
     for other in parts[1:]:
-        first.merge(other)
-    return first
+        parts[0].merge(other)
+    return parts[0]
 
 
 def make_loader(dataset, batch_size: int, *, shuffle: bool, seed: int, workers: int, runtime, prefetch: int = 2):
@@ -318,9 +319,6 @@ def fit(model, task, recipe, loaders: dict, runtime, *, num_labels: int, log, re
     chosen = next(h for h in p.history if h["epoch"] == p.best_epoch)
     return p.best_epoch, {k[len("valid_"):]: v for k, v in chosen.items() if k.startswith("valid_")}, p.history
 
-
-def _gathered(tally, runtime):
-    return _merged(runtime.gather(tally)) if runtime.distributed else tally
 
 
 def _epoch_text(line: dict, select: str) -> str:
