@@ -4,7 +4,6 @@ checkpoint; --resume with nothing to resume, with another recipe or with another
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

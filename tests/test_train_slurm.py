@@ -17,7 +17,7 @@ import pytest
 from surgeon.data.miniature import make_miniature
 from surgeon.errors import SurgeonError
 from surgeon.train import slurm
-from surgeon.train.slurm import Cell, cell_state, make_plan, parse_time, partial_dir, render_sbatch, slurm_train
+from surgeon.train.slurm import cell_state, make_plan, parse_time, partial_dir, render_sbatch, slurm_train
 
 
 @pytest.fixture(scope="module")

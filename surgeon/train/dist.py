@@ -48,7 +48,7 @@ class Runtime:
         """Element-wise sum over the ranks (the values themselves in one process)."""
         if not self.distributed:
             return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self.collective_device)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)  # gloo: CPU, NCCL: this GPU
         torch.distributed.all_reduce(t)
         return t.tolist()
 
@@ -59,10 +59,6 @@ class Runtime:
         out = [None] * self.world_size
         torch.distributed.all_gather_object(out, obj)
         return out
-
-    @property
-    def collective_device(self) -> torch.device:
-        return self.device if self.device.type == "cuda" else torch.device("cpu")
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

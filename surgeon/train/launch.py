@@ -145,6 +145,6 @@ def worker_args(recipe: str, *, set_args: list[str], fold, seed, out: Path, forc
 
 def recipe_argument(given: str) -> str:
     """A recipe file as an absolute path (the workers may start elsewhere); a bundled name as it is."""
-    p = Path(given)
-    return str(p.resolve()) if p.exists() else given
+    p = Path(given).expanduser()
+    return str(p.resolve()) if p.is_file() else given
 

@@ -156,7 +156,6 @@ class Training:
             return None
         p = self.progress
         p.tally = self.runtime.gather(tally.state_dict()) if tally is not None else None
-        p.has_best_weights = self.best_weights is not None
         p.log_bytes = self.log.tell()
         p.seq += 1
         tensors, meta = resume.capture(self.model, self.optimizer, self.scheduler, self.scaler, p, self.runtime,

@@ -71,7 +71,6 @@ class Progress:
     history: list = field(default_factory=list)
     best_epoch: int | None = None
     best_score: float | None = None
-    has_best_weights: bool = False
     tally: list | None = None    # per process: the train tally of the epoch in progress
     counters: dict = field(default_factory=lambda: {"hits": 0, "seen": 0, "skipped": 0})
     log_bytes: int = 0           # length of metrics.jsonl when the state was taken

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from surgeon.errors import SurgeonError
+from surgeon.train.launch import recipe_argument
 from surgeon.train.workdir import partial_dir, resumable
 
 DEFAULT_TIME = "04:00:00"  # short limits are fine: a timed-out task is requeued and resumes
@@ -159,8 +160,7 @@ def make_plan(recipe_arg: str, set_args=(), *, fold: int | None = None, seed: in
     recipe = load_recipe(recipe_arg, list(set_args))
     index = load_dataset(recipe)
     cells = tuple(_cell(recipe, index, name, split, s) for name, split, s, _ in plan_cells(recipe, index, fold, seed))
-    given = Path(recipe_arg).expanduser()
-    ref = str(given.resolve()) if given.is_file() else str(recipe_arg)  # else a bundled name
+    ref = recipe_argument(str(recipe_arg))
     root = Path(out if out is not None else default_out(recipe)).expanduser().resolve()
     plan = Plan(recipe=ref, recipe_stem=Path(str(recipe._source)).stem, sets=tuple(set_args), cells=cells,
                 out=root, resources=res or Resources(), force=force)
