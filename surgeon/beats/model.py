@@ -168,7 +168,7 @@ class Encoder(nn.Module):
         bias = self.layers[0].self_attn.position_bias(x.shape[1]) if cfg.relative_position_embedding else None
         hidden = [x]
         for layer in self.layers:
-            if cfg.layer_wise_gradient_decay_ratio != 1.0:
+            if cfg.layer_wise_gradient_decay_ratio != 1.0 and x.requires_grad:  # nothing before it trains else
                 x = GradMultiply.apply(x, cfg.layer_wise_gradient_decay_ratio)
             if not (self.training and cfg.encoder_layerdrop > 0 and torch.rand(()) < cfg.encoder_layerdrop):
                 x = layer(x, padding_mask, bias)
