@@ -228,6 +228,17 @@ def test_saving_refuses_what_the_layout_has_no_place_for(tmp_path, ft_pt):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_changed_setting_is_written_into_the_cfg(tmp_path, ft_pt):
+    """A new 3-class head, told to the config: the saved cfg says 3, everything else as read."""
+    import dataclasses
+
+    model = load_pt(ft_pt, allow_pickle=True)
+    model.predictor = torch.nn.Linear(32, 3)
+    model.config = dataclasses.replace(model.config, predictor_class=3)
+    cfg = raw(save_pt(model, tmp_path / "new-head.pt"))["cfg"]
+    assert cfg == {**raw(ft_pt)["cfg"], "predictor_class": 3}
+
+
 def test_build_keeps_the_tensors_it_is_given():
     """No copy and no dtype change: a half-precision checkpoint stays half precision."""
     cfg = beats_cfg("small")

@@ -174,8 +174,12 @@ class BEATsConfig:
         return {f.name: getattr(self, f.name) for f in _settings()}
 
     def to_cfg(self) -> dict:
-        """The cfg dict to save: the one read, unchanged, or every setting when it was inferred."""
-        return dict(self.cfg) if self.cfg is not None else self.settings()
+        """The cfg dict to save: the one read, with the settings changed since (a new predictor_class...)
+        put in; every setting when it was inferred from keys."""
+        if self.cfg is None:
+            return self.settings()
+        read = BEATsConfig.from_cfg(self.cfg).settings()
+        return {**self.cfg, **{k: v for k, v in self.settings().items() if read[k] != v}}
 
     def to_dict(self) -> dict:
         """transformers-style: the settings and model_type, for code that reads model.config.to_dict()."""

@@ -189,6 +189,7 @@ class BEATsModel(nn.Module):
         config.validate()
         self.config = config
         self.label_dict = label_dict  # class index -> AudioSet label id, for fine-tuned checkpoints
+        self.mask_mode = "authors"  # how a sample mask becomes a token mask when forward is not told
         e, d, p = config.embed_dim, config.encoder_embed_dim, config.input_patch_size
         # registration order is the authors' (their state_dict order)
         self.post_extract_proj = nn.Linear(e, d) if e != d else None
@@ -216,11 +217,12 @@ class BEATsModel(nn.Module):
 
     # -- forward ------------------------------------------------------------------------------------
     def forward(self, input_values, padding_mask=None, attention_mask=None, output_hidden_states: bool = False,
-                mask_mode: str = "authors") -> BEATsOutput:
+                mask_mode: str | None = None) -> BEATsOutput:
+        """mask_mode: "authors" or "strict" (frontend.MASK_MODES); default self.mask_mode ("authors")."""
         wav, sample_mask = self._check_inputs(input_values, padding_mask, attention_mask)
         mask = None
         if sample_mask is not None:
-            mask = self.token_padding_mask(sample_mask, mask_mode)
+            mask = self.token_padding_mask(sample_mask, mask_mode or self.mask_mode)
             empty = (~mask).sum(1) == 0
             if empty.any():
                 raise SurgeonError(f"padding mask: item {int(empty.nonzero()[0])} keeps no token (too little "
