@@ -153,8 +153,9 @@ class Encoder(nn.Module):
                                                                              config.encoder_attention_heads)))
         self.layers = nn.ModuleList([EncoderLayer(config, table if i == 0 else None)
                                      for i in range(config.encoder_layers)])
-        for layer in self.layers[1:] if table is not None else ():
-            layer.self_attn.relative_attention_bias = table  # one table: the same module in every layer
+        if table is not None:
+            for layer in self.layers[1:]:  # one table: the same module in every layer
+                layer.self_attn.relative_attention_bias = table
         self.layer_norm = nn.LayerNorm(d)
 
     def forward(self, x, padding_mask=None, output_hidden_states: bool = False):
