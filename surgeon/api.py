@@ -202,19 +202,25 @@ def check_fingerprint(path: Path, record: dict, found: str, base_path) -> None:
                            "pass the base model it was made for")
 
 
-def load(ref, *, base=None):
+def load(ref, *, base=None, allow_pickle: bool = False):
     """A transformers model from a model reference, with any recorded surgery applied.
 
     `ref` is a plain model (directory, Hub id in the cache, alias), an adapter-only directory (its base
     is loaded from the record, or from `base`, and must match the recorded fingerprint) or a full
-    directory written with full=True."""
+    directory written with full=True. A BEATs .pt file (the authors' {cfg, model[, label_dict]}) gives a
+    surgeon.beats.BEATsModel; being a pickle, it is refused unless allow_pickle."""
     from surgeon.fingerprint import model_fingerprint
     from surgeon.hf import load_pretrained
     from surgeon.io.checkpoint import Checkpoint
+    from surgeon.io.pickle_checkpoint import is_pickle_path
     from surgeon.methods.surgery import STATE, apply_method
     from surgeon.refs import resolve
 
     path = resolve(ref)
+    if path.is_file() and is_pickle_path(path):  # the authors' BEATs files: no config.json, their own layout
+        from surgeon.beats.checkpoint import load_pt
+
+        return load_pt(path, allow_pickle=allow_pickle)
     record = read_record(path)
     if record is None:
         return load_pretrained(path)

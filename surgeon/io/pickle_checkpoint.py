@@ -22,17 +22,24 @@ def refuse(path: Path) -> SurgeonError:
     )
 
 
-def load_pickle_state_dict(path: Path) -> dict:
-    """Load a pickled state dict safely (weights_only=True); nested {'state_dict': ...} is unwrapped."""
+def load_pickle(path: Path):
+    """Whatever a pickle holds, loaded safely (weights_only=True: tensors and plain containers only)."""
     import pickle
 
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         raise SurgeonError(f"{path}: not a loadable weights-only checkpoint ({first})") from None
+
+
+def load_pickle_state_dict(path: Path) -> dict:
+    """Load a pickled state dict safely (weights_only=True); nested {'state_dict': ...} is unwrapped."""
+    import torch
+
+    obj = load_pickle(path)
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
