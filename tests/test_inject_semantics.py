@@ -60,6 +60,79 @@ def test_placement_formulas(ast, insertion, position, residual, location):
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("location", ["mhsa", "ffn"])
+def test_sequential_before_is_the_authors_formula(ast, location):
+    """Paper 002's Seq-Before rows, as the authors' code computes them: with u the sub-layer's LayerNorm
+    output, the layer's residual stream h becomes h + Sub(A(u)) + A(u), written out on a whole AST layer."""
+    from surgeon.api import inject, surgery
+
+    model = copy.deepcopy(ast)
+    inject(model, "bottleneck", location=location, insertion="sequential", position="before")
+    opts = surgery(model)["methods"][0]["options"]
+    assert (opts["sequential_before"], opts["residual"]) == ("authors", False)
+    layer = model.audio_spectrogram_transformer.layers[0]
+    adapter = (layer.attention if location == "mhsa" else layer.mlp).surgeon_bottleneck
+    randomise(adapter)
+    plain = ast.audio_spectrogram_transformer.layers[0]
+    h = torch.randn(2, 7, 32)
+    with torch.no_grad():
+        if location == "mhsa":
+            u = plain.layernorm_before(h)
+            mid = h + plain.attention(adapter(u))[0] + adapter(u)
+            want = mid + plain.mlp(plain.layernorm_after(mid))
+        else:
+            mid = h + plain.attention(plain.layernorm_before(h))[0]
+            u = plain.layernorm_after(mid)
+            want = mid + plain.mlp(adapter(u)) + adapter(u)
+        got = layer(h)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+def test_authors_sequential_before_trains_from_its_zero_start(ast):
+    """A(u) = 0 at first, so every sub-layer reads zeros; the skip path A(u) still carries gradients to
+    the adapter (with the real model's nonzero special tokens; the tiny ones are zero)."""
+    from surgeon.api import inject
+
+    model = copy.deepcopy(ast)
+    with torch.no_grad():
+        model.audio_spectrogram_transformer.embeddings.cls_token.normal_()
+        model.audio_spectrogram_transformer.embeddings.distillation_token.normal_()
+    inject(model, "bottleneck", insertion="sequential", position="before")
+    params = {n: p for n, p in model.named_parameters() if ".surgeon_" in n}
+    before = {n: p.detach().clone() for n, p in params.items()}
+    opt = torch.optim.AdamW(params.values(), lr=1e-2, weight_decay=0.0)
+    for _ in range(2):
+        opt.zero_grad()
+        model(input_values=torch.randn(2, 100, 128)).logits.pow(2).mean().backward()
+        opt.step()
+    assert all(not torch.equal(p, before[n]) for n, p in params.items())
+
+
+@pytest.mark.parametrize("given, form, residual", [({}, "authors", False), ({"residual": True}, "residual", True),
+                                                   ({"residual": False}, "replace", False),
+                                                   ({"sequential_before": "residual"}, "residual", True)])
+def test_sequential_before_forms_and_their_residual(ast, given, form, residual):
+    """An explicit residual keeps the form it always named; the record holds both, consistently."""
+    from surgeon.api import inject, surgery
+
+    model = copy.deepcopy(ast)
+    inject(model, "bottleneck", insertion="sequential", position="before", **given)
+    opts = surgery(model)["methods"][0]["options"]
+    assert (opts["sequential_before"], opts["residual"]) == (form, residual)
+
+
+@pytest.mark.parametrize("opts, message", [
+    ({"insertion": "sequential", "position": "before", "sequential_before": "authors", "residual": True},
+     "drop option residual"),
+    ({"sequential_before": "authors"}, "applies to --insertion sequential --position before"),
+])
+def test_sequential_before_refuses_contradictions(ast, opts, message):
+    from surgeon.api import inject
+
+    with pytest.raises(SurgeonError, match=message):
+        inject(copy.deepcopy(ast), "bottleneck", **opts)
+
+
 def test_residual_defaults_follow_insertion(ast):
     from surgeon.api import inject, surgery
 

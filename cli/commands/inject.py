@@ -12,7 +12,7 @@ from surgeon_cli.render import console, print_json
 # refused by the method.
 _OPTION_NAMES = (
     "rank", "reduction", "bottleneck", "alpha", "scaling", "targets", "placement", "location", "insertion",
-    "position", "residual", "kernel", "conv", "axis", "repatch", "num_tokens", "deep", "num_experts", "slots",
+    "position", "residual", "sequential_before", "kernel", "conv", "axis", "repatch", "num_tokens", "deep", "num_experts", "slots",
     "expert", "normalize",
 )
 
@@ -35,6 +35,9 @@ def inject(
     position: Optional[str] = typer.Option(None, "--position", help="before or after the sub-layer."),
     residual: Optional[bool] = typer.Option(None, "--residual/--no-residual",
                                             help="Add the adapter's input to its output (default: sequential)."),
+    sequential_before: Optional[str] = typer.Option(
+        None, "--sequential-before",
+        help="Sequential-before form: authors h+Sub(A(u))+A(u) (default), residual h+Sub(A(u)+u), replace h+Sub(A(u))."),
     kernel: Optional[int] = typer.Option(None, "--kernel", help="Convolution kernel (conformer 31, convpass 3)."),
     conv: Optional[str] = typer.Option(None, "--conv", help="Convpass convolution: 1d (tokens) or 2d (grid)."),
     axis: Optional[str] = typer.Option(None, "--axis", help="LoAA axis: time, frequency, or MHSA,FFN pair."),

@@ -15,7 +15,7 @@ from torch import nn
 from surgeon.errors import SurgeonError
 from surgeon.methods.base import Method
 from surgeon.methods.options import Opt, resolve_options, width
-from surgeon.methods.placement import complete_placement, hook_for, locations
+from surgeon.methods.placement import SEQUENTIAL_BEFORE, complete_placement, hooks_for, locations
 from surgeon.methods.target import SUBLAYER_NORM, SUBLAYER_ROLE, Target
 
 PLACEMENT_OPTIONS = {
@@ -24,6 +24,9 @@ PLACEMENT_OPTIONS = {
     "insertion": Opt("parallel", "str", ("parallel", "sequential"), "beside the sub-layer or in series"),
     "position": Opt(None, "str", ("before", "after"), "adapter input: sub-layer input or output"),
     "residual": Opt(None, "bool", (), "add the adapter's input to its output (default: sequential only)"),
+    "sequential_before": Opt(None, "str", tuple(SEQUENTIAL_BEFORE),
+                             "sequential-before form: authors h + Sub(A(u)) + A(u) (default), residual "
+                             "h + Sub(A(u) + u), replace h + Sub(A(u))"),
 }
 WIDTH_OPTIONS = {
     "bottleneck": Opt(None, "int", (), "bottleneck width b (wins over reduction)"),
@@ -83,7 +86,8 @@ class AdapterMethod(Method):
                 if ref is not None:
                     adapter.to(device=ref.device, dtype=ref.dtype)
                 sub.add_module(self.attr, adapter)
-                hook_for(self.name, self.attr, opts).register(sub)
+                for hook in hooks_for(self.name, self.attr, opts):
+                    hook.register(sub)
                 norm = target.path(i, SUBLAYER_NORM[location])
                 unfrozen += [f"{norm}.{n}" for n, _ in target.model.get_submodule(norm).named_parameters()]
         return unfrozen

@@ -89,6 +89,7 @@ class MethodSection(Section):
     insertion: Optional[Literal["parallel", "sequential"]] = None
     position: Optional[Literal["before", "after"]] = None
     residual: Optional[bool] = None
+    sequential_before: Optional[Literal["authors", "residual", "replace"]] = None
     kernel: Optional[int] = Field(None, ge=1)
     conv: Optional[Literal["1d", "2d"]] = None
     axis: Optional[str] = Field(None, pattern=r"^(time|frequency)(,(time|frequency))?$",
