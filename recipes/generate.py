@@ -35,8 +35,11 @@ AST_METHODS = {
     "full": ("Full fine-tuning", {"name": "full"}, 5e-5),
     "linear": ("Linear probing", {"name": "linear"}, 1e-3),
     "bitfit": ("BitFit", {"name": "bitfit"}, 5e-3),
-    "spt300": ("Shallow prompt tuning, 300 prompts", {"name": "prompt", "num_tokens": 300, "deep": False}, 1e-2),
-    "dpt25": ("Deep prompt tuning, 25 prompts", {"name": "prompt", "num_tokens": 25, "deep": True}, 1e-2),
+    # prompts as the authors' code places them: [CLS, P, patches], AST's DIST token dropped
+    "spt300": ("Shallow prompt tuning, 300 prompts", {"name": "prompt", "num_tokens": 300, "deep": False,
+                                                      "dist": False}, 1e-2),
+    "dpt25": ("Deep prompt tuning, 25 prompts", {"name": "prompt", "num_tokens": 25, "deep": True, "dist": False},
+              1e-2),
     "prefix24": ("Prefix tuning, 24 tokens", {"name": "prefix", "num_tokens": 24}, 1e-2),
     "lora": ("LoRA on W_q, W_v, RR 128, alpha 8", {"name": "lora", "reduction": 128, "alpha": 8.0,
                                                   "targets": ["q", "v"]}, 5e-3),

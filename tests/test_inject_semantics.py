@@ -212,6 +212,65 @@ def test_prompts_equal_running_layers_on_the_extended_sequence(tiny_dir, family,
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("deep", [False, True])
+def test_prompts_without_dist_are_the_authors_layout(tiny_dir, deep):
+    """--no-dist: the layers run on [CLS, P, patches] (DIST dropped, as the authors' code); after the
+    last layer the prompts leave and CLS's output fills DIST's slot, so the pooled output is CLS's."""
+    from surgeon.api import inject, surgery
+    from surgeon.hf import load_pretrained
+
+    base = load_pretrained(tiny_dir("ast"))
+    model = copy.deepcopy(base)
+    p = 3
+    inject(model, "prompt", num_tokens=p, deep=deep, dist=False)
+    assert surgery(model)["methods"][0]["options"]["dist"] is False
+    encoder, plain = model.audio_spectrogram_transformer, base.audio_spectrogram_transformer
+    x = torch.randn(2, 100, 128)
+    with torch.no_grad():
+        h = plain.embeddings(x)
+        h = torch.cat([h[:, :1], encoder.layers[0].surgeon_prompt.prompts.expand(2, -1, -1), h[:, 2:]], dim=1)
+        for i, layer in enumerate(plain.layers):
+            if deep and i > 0:
+                h = torch.cat([h[:, :1], encoder.layers[i].surgeon_prompt.prompts.expand(2, -1, -1), h[:, 1 + p:]], dim=1)
+            h = layer(h)
+        want = plain.layernorm(torch.cat([h[:, :1], h[:, :1], h[:, 1 + p:]], dim=1))
+        out = encoder(x)
+    torch.testing.assert_close(out.last_hidden_state, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.pooler_output, want[:, 0], atol=1e-5, rtol=0)
+
+
+def test_prompt_masks_follow_the_tokens():
+    """A layer's [.., Tq, Tk] mask over [CLS, DIST, patches] becomes the mask over [CLS, P, patches]:
+    DIST's row and column leave, every query may attend to the prompts, and the prompts attend where
+    CLS does (never to padding, which would otherwise reach every token through them)."""
+    from surgeon.methods.prompt import PromptIn
+
+    class Layer(torch.nn.Module):
+        def forward(self, hidden_states, attention_mask=None):
+            return hidden_states
+
+    layer = Layer()
+    layer.add_module("surgeon_prompt", torch.nn.Module())
+    layer.surgeon_prompt.prompts = torch.nn.Parameter(torch.zeros(2, 4))
+    base = torch.rand(1, 1, 5, 5, generator=torch.Generator().manual_seed(0)) > 0.5  # CLS, DIST, 3 patches
+    hook = PromptIn("prompt", "surgeon_prompt", start=1, count=2, first=True, dropped=1)
+    (h, mask), _ = hook(layer, (torch.zeros(1, 5, 4), base), {})
+    source = [0, None, None, 2, 3, 4]  # new position -> base position (None: a prompt)
+    want = torch.empty(1, 1, 6, 6, dtype=torch.bool)
+    for i, si in enumerate(source):
+        for j, sj in enumerate(source):
+            want[0, 0, i, j] = True if sj is None else base[0, 0, 0 if si is None else si, sj]
+    assert h.shape == (1, 6, 4) and torch.equal(mask, want)
+
+
+def test_dist_is_refused_where_there_is_none(tiny_dir):
+    from surgeon.api import inject
+    from surgeon.hf import load_pretrained
+
+    with pytest.raises(SurgeonError, match="no distillation token"):
+        inject(load_pretrained(tiny_dir("vit")), "prompt", num_tokens=2, dist=False)
+
+
 @pytest.mark.parametrize("method, opts", [("prompt", {"num_tokens": 2}), ("prompt", {"num_tokens": 2, "deep": True}),
                                           ("prefix", {"num_tokens": 2})])
 def test_padding_mask_is_opened_to_prompts_and_prefixes(tiny_dir, method, opts):
@@ -229,7 +288,7 @@ def test_padding_mask_is_opened_to_prompts_and_prefixes(tiny_dir, method, opts):
         full = model.wav2vec2(padded, attention_mask=mask).last_hidden_state
         alone = model.wav2vec2(wave).last_hidden_state
     n = alone.shape[1]
-    torch.testing.assert_close(full[:, :n], alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(full[:, :n], alone, atol=1e-6, rtol=0)  # padding never reaches a real token
 
 
 # -- LoAA and the patch grid ----------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from surgeon_cli.render import console, print_json
 # refused by the method.
 _OPTION_NAMES = (
     "rank", "reduction", "bottleneck", "alpha", "scaling", "targets", "placement", "location", "insertion",
-    "position", "residual", "sequential_before", "kernel", "conv", "axis", "repatch", "num_tokens", "deep", "num_experts", "slots",
-    "expert", "normalize",
+    "position", "residual", "sequential_before", "kernel", "conv", "axis", "repatch", "num_tokens", "deep", "dist",
+    "num_experts", "slots", "expert", "normalize",
 )
 
 
@@ -45,6 +45,9 @@ def inject(
                                            help="LoAA: make overlapping patches non-overlapping."),
     num_tokens: Optional[int] = typer.Option(None, "--num-tokens", help="Prompt P or prefix N tokens."),
     deep: Optional[bool] = typer.Option(None, "--deep/--shallow", help="Prompt: fresh prompts per layer."),
+    dist: Optional[bool] = typer.Option(None, "--dist/--no-dist",
+                                        help="Prompt on AST: keep DIST ([CLS, DIST, P, patches]) or drop it "
+                                             "([CLS, P, patches], the authors')."),
     num_experts: Optional[int] = typer.Option(None, "--num-experts", help="MoA: number of experts."),
     slots: Optional[int] = typer.Option(None, "--slots", help="Soft-MoA: slots per expert."),
     expert: Optional[str] = typer.Option(None, "--expert", help="MoA experts: bottleneck or convpass."),

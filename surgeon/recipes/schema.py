@@ -101,6 +101,7 @@ class MethodSection(Section):
     targets: Optional[list[Literal["q", "k", "v", "o"]]] = None
     num_tokens: Optional[int] = Field(None, ge=1)
     deep: Optional[bool] = None
+    dist: Optional[bool] = None
     num_experts: Optional[int] = Field(None, ge=1)
     slots: Optional[int] = Field(None, ge=1)
     expert: Optional[Literal["bottleneck", "convpass"]] = None
