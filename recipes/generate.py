@@ -55,7 +55,8 @@ for place, placement in (("pf", "pfeiffer"), ("hou", "houlsby")):
         f"Conformer adapter (paper 001), {placement.capitalize()}, RR 96, kernel 31",
         {"name": "conformer", "placement": placement, "reduction": 96, "kernel": 31}, 5e-3)
 
-# Paper 000 Tables 1-2: single adapter b=24 vs Dense/Soft-MoA (14 experts Pfeiffer, 7 Houlsby, b=1, 1 slot).
+# Paper 000 Tables 1-2: single adapter b=24 vs Dense/Soft-MoA (b=1, 1 slot), 14 experts per layer: one block
+# of 14 (Pfeiffer), or 7 + 7 (Houlsby: num_experts counts one block's, and there is one per sub-layer).
 MOA_METHODS = {}
 for expert in ("bottleneck", "convpass"):
     tag = "" if expert == "bottleneck" else "-convpass"
@@ -68,8 +69,10 @@ for expert in ("bottleneck", "convpass"):
                     "expert": expert}
             if kind == "soft":
                 opts["slots"] = 1
+            count = f"{n} {expert} experts b=1" if placement == "pfeiffer" else (
+                f"{n} + {n} {expert} experts b=1 (num_experts = {n} per block, one beside MHSA, one beside FFN)")
             MOA_METHODS[f"{kind}-moa{tag}-{place}"] = (
-                f"{kind.capitalize()}-MoA, {n} {expert} experts b=1, {placement.capitalize()} (paper 000)", opts)
+                f"{kind.capitalize()}-MoA, {count}, {placement.capitalize()} (paper 000)", opts)
 
 # Paper 001 Table 2: few-shot on ESC-50 and GSC (Pfeiffer adapters); k per class, 3 seeds.
 FEW_SHOT = {"esc50": 4, "gsc": 32}

@@ -59,6 +59,18 @@ def test_inspect_adapter_only_directory(cli, tiny_dir, tmp_path):
     assert doc["surgery_base"]["path"] == str(tiny_dir("vit").resolve())
 
 
+@pytest.mark.parametrize("method", ["soft-moa", "dense-moa"])
+def test_inject_json_says_the_experts_per_block(cli, tiny_dir, tmp_path, method):
+    """`num_experts` is per MoA block; Houlsby has two blocks per layer and defaults to the paper's 7 + 7."""
+    r = cli("inject", method, "--model", tiny_dir("vit"), "--out", tmp_path / "h", "--placement", "houlsby", "--json")
+    assert r.code == 0, r.err
+    doc = r.json()
+    assert doc["options"]["num_experts"] == 7
+    assert (doc["experts_per_block"], doc["blocks_per_layer"], doc["experts_per_layer"]) == (7, 2, 14)
+    r = cli("inject", method, "--model", tiny_dir("vit"), "--out", tmp_path / "p", "--json")
+    assert (r.json()["experts_per_block"], r.json()["blocks_per_layer"]) == (14, 1)
+
+
 def test_strip_adapter_gives_back_its_base(cli, tiny_dir, tmp_path):
     base = tiny_dir("wav2vec2")
     assert cli("inject", "conformer", "--model", base, "--out", tmp_path / "a", "--kernel", "5").code == 0

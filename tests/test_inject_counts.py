@@ -23,8 +23,21 @@ MORE = [
     ("soft-moa", {"num_experts": 7}, 276_564),
     ("dense-moa", {"num_experts": 7}, 276_648),
     ("soft-moa", {"slots": 2}, 663_720),
-    ("soft-moa", {"placement": "houlsby"}, 1_069_392),
+    ("soft-moa", {"placement": "houlsby", "num_experts": 14}, 1_069_392),   # 14 per block: 14 + 14
+    ("soft-moa", {"expert": "convpass"}, 535_368),                            # paper 000 Table 1: 535K
+    ("dense-moa", {"expert": "convpass"}, 535_536),                           # 535K
     ("lora", {"rank": 12}, 442_368),
+]
+
+
+# Paper 000 Table 2: Houlsby MoAs, "14 adapters split equally between MHSA and FFN", 7 per block (the
+# default); the paper prints no count, these follow from the per-block formulas (two blocks per layer,
+# each with its sub-layer's LayerNorm: 18,432 more than the Pfeiffer 14).
+HOULSBY = [
+    ("soft-moa", {"placement": "houlsby"}, 553_128),
+    ("dense-moa", {"placement": "houlsby"}, 553_296),
+    ("soft-moa", {"placement": "houlsby", "expert": "convpass"}, 553_800),
+    ("dense-moa", {"placement": "houlsby", "expert": "convpass"}, 553_968),
 ]
 
 
@@ -37,8 +50,9 @@ def ast_base():
     return transformers.ASTForAudioClassification(transformers.ASTConfig()).eval()
 
 
-@pytest.mark.parametrize("method, options, expected", TABLE + MORE,
-                         ids=[f"{m}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}" for m, o, _ in TABLE + MORE])
+@pytest.mark.parametrize("method, options, expected", TABLE + MORE + HOULSBY,
+                         ids=[f"{m}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}"
+                              for m, o, _ in TABLE + MORE + HOULSBY])
 def test_paper_counts(ast_base, method, options, expected):
     from surgeon.api import inject, strip, surgery
 
@@ -61,6 +75,10 @@ def test_defaults_are_the_papers(ast_base):
     inject(ast_base, "prompt", deep=True)
     assert surgery(ast_base)["methods"][0]["petl_parameters"] == 230_400
     strip(ast_base)
+    for method in ("soft-moa", "dense-moa"):  # Houlsby: the paper's 7 + 7 experts per layer
+        inject(ast_base, method, placement="houlsby")
+        assert surgery(ast_base)["methods"][0]["options"]["num_experts"] == 7
+        strip(ast_base)
 
 
 def test_lora_scaling_is_alpha_over_rr(ast_base):

@@ -12,8 +12,8 @@ from surgeon_cli.render import console, print_json
 # refused by the method.
 _OPTION_NAMES = (
     "rank", "reduction", "bottleneck", "alpha", "scaling", "targets", "placement", "location", "insertion",
-    "position", "residual", "sequential_before", "kernel", "conv", "axis", "repatch", "num_tokens", "deep", "dist",
-    "num_experts", "slots", "expert", "normalize",
+    "position", "residual", "sequential_before", "kernel", "conv", "conv_init", "axis", "repatch", "num_tokens",
+    "deep", "dist", "num_experts", "slots", "expert", "normalize",
 )
 
 
@@ -40,6 +40,8 @@ def inject(
         help="Sequential-before form: authors h+Sub(A(u))+A(u) (default), residual h+Sub(A(u)+u), replace h+Sub(A(u))."),
     kernel: Optional[int] = typer.Option(None, "--kernel", help="Convolution kernel (conformer 31, convpass 3)."),
     conv: Optional[str] = typer.Option(None, "--conv", help="Convpass convolution: 1d (tokens) or 2d (grid)."),
+    conv_init: Optional[str] = typer.Option(None, "--conv-init",
+                                            help="Convpass conv init: xavier (default) or identity (zeros + centre)."),
     axis: Optional[str] = typer.Option(None, "--axis", help="LoAA axis: time, frequency, or MHSA,FFN pair."),
     repatch: Optional[bool] = typer.Option(None, "--repatch/--no-repatch",
                                            help="LoAA: make overlapping patches non-overlapping."),
@@ -48,7 +50,8 @@ def inject(
     dist: Optional[bool] = typer.Option(None, "--dist/--no-dist",
                                         help="Prompt on AST: keep DIST ([CLS, DIST, P, patches]) or drop it "
                                              "([CLS, P, patches], the authors')."),
-    num_experts: Optional[int] = typer.Option(None, "--num-experts", help="MoA: number of experts."),
+    num_experts: Optional[int] = typer.Option(None, "--num-experts",
+                                              help="MoA: experts per block (default 14 Pfeiffer, 7 + 7 Houlsby)."),
     slots: Optional[int] = typer.Option(None, "--slots", help="Soft-MoA: slots per expert."),
     expert: Optional[str] = typer.Option(None, "--expert", help="MoA experts: bottleneck or convpass."),
     normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize",
@@ -80,6 +83,7 @@ def inject(
         "added_parameters": entry["num_parameters"],
         "petl_parameters": entry["petl_parameters"],
         "trainable_parameters": trainable,
+        **get_method(method).summary(entry["options"]),  # the MoAs: experts per block and per layer
         "out": str(out),
         "full": full,
     }

@@ -92,6 +92,7 @@ class MethodSection(Section):
     sequential_before: Optional[Literal["authors", "residual", "replace"]] = None
     kernel: Optional[int] = Field(None, ge=1)
     conv: Optional[Literal["1d", "2d"]] = None
+    conv_init: Optional[Literal["xavier", "identity"]] = None
     axis: Optional[str] = Field(None, pattern=r"^(time|frequency)(,(time|frequency))?$",
                                 description="time, frequency, or two comma-separated (Houlsby: MHSA,FFN)")
     repatch: Optional[bool] = None
