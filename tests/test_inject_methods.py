@@ -29,7 +29,9 @@ IDENTITY_CASES = (
     + [("lora", {}), ("lora", {"targets": ["q", "k", "v", "o"], "rank": 2}), ("bitfit", {}), ("linear", {}),
        ("full", {})]
     + [("convpass", {"conv": "2d"}), ("loaa", {}), ("loaa", {"axis": "time,frequency", "placement": "houlsby"}),
-       ("loaa", {"placement": "pfeiffer", "location": "ffn", "axis": "frequency"})]
+       ("loaa", {"placement": "pfeiffer", "location": "ffn", "axis": "frequency"}),
+       ("loaa", {"placement": "pfeiffer", "axis": "grid", "bias": True, "train_norm": True}),
+       ("bottleneck", {"train_norm": False})]
 )
 AUTHORS_SEQ_BEFORE = ("bottleneck", {"insertion": "sequential", "position": "before"})  # h + Sub(A(u)) + A(u)
 NON_IDENTITY = [("prefix", {"num_tokens": 4}), ("prompt", {"num_tokens": 3}),
@@ -106,11 +108,13 @@ def expected_backbone(model, method, opts):
     from surgeon.methods.target import Target
 
     t = Target(model)
-    if method in ADAPTERS:
+    if method in ADAPTERS and opts.get("train_norm", method != "loaa"):  # paper 004 trains no LayerNorm
         placement = opts.get("placement", "houlsby" if method == "loaa" else "pfeiffer")
         locs = ("mhsa", "ffn") if placement == "houlsby" else (opts.get("location", "mhsa"),)
         roles = [{"mhsa": "attn_norm", "ffn": "ffn_norm"}[loc] for loc in locs]
         return {f"{t.path(i, r)}.{leaf}" for i in range(t.num_layers) for r in roles for leaf in ("weight", "bias")}
+    if method in ADAPTERS:
+        return set()
     if method == "bitfit":
         names = set()
         for path, mod in model.named_modules():

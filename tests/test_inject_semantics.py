@@ -231,7 +231,8 @@ def test_prompts_without_dist_are_the_authors_layout(tiny_dir, deep):
         h = torch.cat([h[:, :1], encoder.layers[0].surgeon_prompt.prompts.expand(2, -1, -1), h[:, 2:]], dim=1)
         for i, layer in enumerate(plain.layers):
             if deep and i > 0:
-                h = torch.cat([h[:, :1], encoder.layers[i].surgeon_prompt.prompts.expand(2, -1, -1), h[:, 1 + p:]], dim=1)
+                prompts = encoder.layers[i].surgeon_prompt.prompts.expand(2, -1, -1)
+                h = torch.cat([h[:, :1], prompts, h[:, 1 + p:]], dim=1)
             h = layer(h)
         want = plain.layernorm(torch.cat([h[:, :1], h[:, :1], h[:, 1 + p:]], dim=1))
         out = encoder(x)
@@ -346,6 +347,29 @@ def test_repatched_position_table_interpolates_the_pretrained_one(ast):
     assert new.shape == (1, 2 + 8 * 6, 32)
     assert torch.equal(new[:, :2], old[:, :2])
     torch.testing.assert_close(new[:, 2:], old[:, 2:3].expand(1, 48, 32), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("opts, want", [
+    ({}, {"attention": (1, 3), "mlp": (3, 1)}),                                 # the paper's best: Attn(T) + FFN(F)
+    ({"placement": "pfeiffer"}, {"attention": (1, 3)}),
+    ({"placement": "pfeiffer", "location": "ffn"}, {"mlp": (3, 1)}),
+    ({"placement": "pfeiffer", "axis": "grid"}, {"attention": (3, 3)}),          # Table 1's (3,3)
+    ({"axis": "grid,time", "kernel": 5}, {"attention": (5, 5), "mlp": (1, 5)}),
+])
+def test_loaa_defaults_are_the_papers_best(tiny_dir, opts, want):
+    """Default placement Houlsby with time on MHSA and frequency on FFN; no biases, no LayerNorm trained."""
+    from surgeon.api import inject, surgery
+    from surgeon.hf import load_pretrained
+
+    model = load_pretrained(tiny_dir("ast", frequency_stride=16, time_stride=16))
+    inject(model, "loaa", **opts)
+    recorded = surgery(model)["methods"][0]
+    assert (recorded["options"]["bias"], recorded["options"]["train_norm"]) == (False, False)
+    assert recorded["petl_parameters"] == recorded["num_parameters"]  # nothing of the backbone trains
+    layer = model.audio_spectrogram_transformer.layers[0]
+    found = {name: tuple(getattr(layer, name).surgeon_loaa.down.weight.shape[2:])
+             for name in ("attention", "mlp") if hasattr(getattr(layer, name), "surgeon_loaa")}
+    assert found == want
 
 
 def test_grid_methods_refuse_speech_models(tiny_dir):

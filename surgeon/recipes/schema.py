@@ -93,9 +93,11 @@ class MethodSection(Section):
     kernel: Optional[int] = Field(None, ge=1)
     conv: Optional[Literal["1d", "2d"]] = None
     conv_init: Optional[Literal["xavier", "identity"]] = None
-    axis: Optional[str] = Field(None, pattern=r"^(time|frequency)(,(time|frequency))?$",
-                                description="time, frequency, or two comma-separated (Houlsby: MHSA,FFN)")
+    axis: Optional[str] = Field(None, pattern=r"^(time|frequency|grid)(,(time|frequency|grid))?$",
+                                description="time, frequency, grid, or two comma-separated (Houlsby: MHSA,FFN)")
     repatch: Optional[bool] = None
+    bias: Optional[bool] = None
+    train_norm: Optional[bool] = None
     rank: Optional[int] = Field(None, ge=1)
     alpha: Optional[float] = None
     scaling: Optional[float] = None
