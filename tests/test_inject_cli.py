@@ -170,3 +170,22 @@ def test_help_lists_both_commands_without_heavy_imports():
     code = ("import sys; from surgeon_cli.main import app; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_every_method_option_is_in_the_cli_and_the_recipe_schema():
+    """Until the Opt tables are the single source (issue 16 item 7): each option a method declares can
+    be given on the command line and in a recipe's [method] table, with the same choices."""
+    import typing
+
+    from surgeon_cli.commands import inject as inject_command
+    from surgeon.methods import METHOD_NAMES, get_method
+    from surgeon.recipes.schema import MethodSection
+
+    fields = MethodSection.model_fields
+    for name in METHOD_NAMES:
+        for option, opt in get_method(name).OPTIONS.items():
+            assert option in inject_command._OPTION_NAMES, (name, option)
+            assert option in fields, (name, option)
+            if opt.choices and opt.kind == "str":
+                literal = [a for a in typing.get_args(fields[option].annotation) if typing.get_args(a)]
+                assert literal and set(typing.get_args(literal[0])) == set(opt.choices), (name, option)
