@@ -27,7 +27,11 @@ DATASETS = {
     "iemocap": dict(title="IEMOCAP (4 emotions, leave one session out, 10 speaker folds)", format="iemocap",
                     root="${SURGEON_DATA}/IEMOCAP_full_release", options={"speakers": True},
                     max_frames=800, epochs=20, batch_size=32),
+    # paper 004 only (LOAA_DATA below): tested on the labelled validation CSV, validation carved from train
+    "epic": dict(title="EPIC-SOUNDS (44 classes)", format="epicsounds", root="${SURGEON_DATA}/EPIC-SOUNDS",
+                 max_frames=200, epochs=30, batch_size=128),
 }
+AST_DATASETS = ("esc50", "us8k", "gsc", "fsc")  # the datasets of papers 000-002's AST tables
 SPECAUGMENT = {"freq_mask": 24, "time_mask": 80}
 
 # Paper 002 Table I (and paper 001 Table 1 for the Conformer adapter): AST-base, ~230-540K parameters.
@@ -35,8 +39,11 @@ AST_METHODS = {
     "full": ("Full fine-tuning", {"name": "full"}, 5e-5),
     "linear": ("Linear probing", {"name": "linear"}, 1e-3),
     "bitfit": ("BitFit", {"name": "bitfit"}, 5e-3),
-    "spt300": ("Shallow prompt tuning, 300 prompts", {"name": "prompt", "num_tokens": 300, "deep": False}, 1e-2),
-    "dpt25": ("Deep prompt tuning, 25 prompts", {"name": "prompt", "num_tokens": 25, "deep": True}, 1e-2),
+    # prompts as the authors' code places them: [CLS, P, patches], AST's DIST token dropped
+    "spt300": ("Shallow prompt tuning, 300 prompts", {"name": "prompt", "num_tokens": 300, "deep": False,
+                                                      "dist": False}, 1e-2),
+    "dpt25": ("Deep prompt tuning, 25 prompts", {"name": "prompt", "num_tokens": 25, "deep": True, "dist": False},
+              1e-2),
     "prefix24": ("Prefix tuning, 24 tokens", {"name": "prefix", "num_tokens": 24}, 1e-2),
     "lora": ("LoRA on W_q, W_v, RR 128, alpha 8", {"name": "lora", "reduction": 128, "alpha": 8.0,
                                                   "targets": ["q", "v"]}, 5e-3),
@@ -52,7 +59,8 @@ for place, placement in (("pf", "pfeiffer"), ("hou", "houlsby")):
         f"Conformer adapter (paper 001), {placement.capitalize()}, RR 96, kernel 31",
         {"name": "conformer", "placement": placement, "reduction": 96, "kernel": 31}, 5e-3)
 
-# Paper 000 Tables 1-2: single adapter b=24 vs Dense/Soft-MoA (14 experts Pfeiffer, 7 Houlsby, b=1, 1 slot).
+# Paper 000 Tables 1-2: single adapter b=24 vs Dense/Soft-MoA (b=1, 1 slot), 14 experts per layer: one block
+# of 14 (Pfeiffer), or 7 + 7 (Houlsby: num_experts counts one block's, and there is one per sub-layer).
 MOA_METHODS = {}
 for expert in ("bottleneck", "convpass"):
     tag = "" if expert == "bottleneck" else "-convpass"
@@ -65,8 +73,10 @@ for expert in ("bottleneck", "convpass"):
                     "expert": expert}
             if kind == "soft":
                 opts["slots"] = 1
+            count = f"{n} {expert} experts b=1" if placement == "pfeiffer" else (
+                f"{n} + {n} {expert} experts b=1 (num_experts = {n} per block, one beside MHSA, one beside FFN)")
             MOA_METHODS[f"{kind}-moa{tag}-{place}"] = (
-                f"{kind.capitalize()}-MoA, {n} {expert} experts b=1, {placement.capitalize()} (paper 000)", opts)
+                f"{kind.capitalize()}-MoA, {count}, {placement.capitalize()} (paper 000)", opts)
 
 # Paper 001 Table 2: few-shot on ESC-50 and GSC (Pfeiffer adapters); k per class, 3 seeds.
 FEW_SHOT = {"esc50": 4, "gsc": 32}
@@ -88,7 +98,10 @@ W2V2_SECONDS = {"gsc": 1.0, "fsc": 4.0, "iemocap": 8.0}  # the AST lengths (100,
 
 # Paper 004: Look-Aside Adapters on an AST initialised from an ImageNet ViT (no audio pre-training),
 # non-overlapping 16x16 patches; ESC-50 25 epochs lr 5e-4, SPC-2 30 epochs lr 2.5e-4 (paper: Adam,
-# i.e. no weight decay); AST's input lengths 512 / 128 frames.
+# i.e. no weight decay); AST's input lengths 512 / 128 frames. EPIC-SOUNDS: "the SSAST setup of
+# EPIC-SOUNDS" with lr 1e-4, AdamW, 30 epochs, no mixup; from that set-up (the EPIC-SOUNDS baselines'
+# SSAST config) 2-second clips (200 frames of 10 ms; SSAST's 400 are at a 5 ms hop), batch 128,
+# weight decay 1e-4.
 LOAA = {
     "attn-t": ("Attn(T), r=36 (2%)", {"name": "loaa", "placement": "pfeiffer", "location": "mhsa", "axis": "time",
                                        "bottleneck": 36}),
@@ -99,8 +112,9 @@ LOAA = {
     "attn-t-ffn-f-r72": ("Attn(T) + FFN(F), r=72 (10%)", {"name": "loaa", "placement": "houlsby",
                                                          "axis": "time,frequency", "bottleneck": 72}),
 }
-LOAA_DATA = {"esc50": dict(max_frames=512, epochs=25, lr=5e-4, batch_size=48),
-             "gsc": dict(max_frames=128, epochs=30, lr=2.5e-4, batch_size=128)}
+LOAA_DATA = {"esc50": dict(max_frames=512, epochs=25, lr=5e-4, batch_size=48, weight_decay=0.0),
+             "gsc": dict(max_frames=128, epochs=30, lr=2.5e-4, batch_size=128, weight_decay=0.0),
+             "epic": dict(max_frames=200, epochs=30, lr=1e-4, batch_size=128, weight_decay=1e-4)}
 
 
 def data_table(ds: str, **changes) -> dict:
@@ -127,9 +141,8 @@ def recipe(description: str, source: str, model: dict, method: dict, data: dict,
 
 def all_recipes() -> dict[str, dict]:
     out = {}
-    for ds, d in DATASETS.items():
-        if ds == "iemocap":
-            continue
+    for ds in AST_DATASETS:
+        d = DATASETS[ds]
         for key, (title, method, lr) in AST_METHODS.items():
             out[f"ast-{key}-{ds}"] = recipe(
                 f"AST + {title} on {d['title']}", "Paper 002 Table I / paper 001 Table 1; petl-facts.md set-up.",
@@ -161,12 +174,13 @@ def all_recipes() -> dict[str, dict]:
         d = DATASETS[ds]
         for key, (title, method) in LOAA.items():
             out[f"loaa-imagenet-ast-{key}-{ds}"] = recipe(
-                f"Look-Aside Adapter {title} on an ImageNet-initialised AST, {d['title']}", "Paper 004 Table 2.",
+                f"Look-Aside Adapter {title} on an ImageNet-initialised AST, {d['title']}",
+                "Paper 004 Table 2" + (" (and Tables 1, 3)." if ds == "epic" else "."),
                 {"init": "imagenet-vit", "vit_ref": "vit", "task": "classification",
                  "config": {"frequency_stride": 16, "time_stride": 16}},
                 method, data_table(ds, max_frames=setup["max_frames"]),
                 {"epochs": setup["epochs"], "batch_size": setup["batch_size"], "lr": setup["lr"],
-                 "weight_decay": 0.0})
+                 "weight_decay": setup["weight_decay"]})
     return out
 
 

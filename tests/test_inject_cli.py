@@ -59,6 +59,18 @@ def test_inspect_adapter_only_directory(cli, tiny_dir, tmp_path):
     assert doc["surgery_base"]["path"] == str(tiny_dir("vit").resolve())
 
 
+@pytest.mark.parametrize("method", ["soft-moa", "dense-moa"])
+def test_inject_json_says_the_experts_per_block(cli, tiny_dir, tmp_path, method):
+    """`num_experts` is per MoA block; Houlsby has two blocks per layer and defaults to the paper's 7 + 7."""
+    r = cli("inject", method, "--model", tiny_dir("vit"), "--out", tmp_path / "h", "--placement", "houlsby", "--json")
+    assert r.code == 0, r.err
+    doc = r.json()
+    assert doc["options"]["num_experts"] == 7
+    assert (doc["experts_per_block"], doc["blocks_per_layer"], doc["experts_per_layer"]) == (7, 2, 14)
+    r = cli("inject", method, "--model", tiny_dir("vit"), "--out", tmp_path / "p", "--json")
+    assert (r.json()["experts_per_block"], r.json()["blocks_per_layer"]) == (14, 1)
+
+
 def test_strip_adapter_gives_back_its_base(cli, tiny_dir, tmp_path):
     base = tiny_dir("wav2vec2")
     assert cli("inject", "conformer", "--model", base, "--out", tmp_path / "a", "--kernel", "5").code == 0
@@ -158,3 +170,22 @@ def test_help_lists_both_commands_without_heavy_imports():
     code = ("import sys; from surgeon_cli.main import app; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_every_method_option_is_in_the_cli_and_the_recipe_schema():
+    """Until the Opt tables are the single source (issue 16 item 7): each option a method declares can
+    be given on the command line and in a recipe's [method] table, with the same choices."""
+    import typing
+
+    from surgeon_cli.commands import inject as inject_command
+    from surgeon.methods import METHOD_NAMES, get_method
+    from surgeon.recipes.schema import MethodSection
+
+    fields = MethodSection.model_fields
+    for name in METHOD_NAMES:
+        for option, opt in get_method(name).OPTIONS.items():
+            assert option in inject_command._OPTION_NAMES, (name, option)
+            assert option in fields, (name, option)
+            if opt.choices and opt.kind == "str":
+                literal = [a for a in typing.get_args(fields[option].annotation) if typing.get_args(a)]
+                assert literal and set(typing.get_args(literal[0])) == set(opt.choices), (name, option)

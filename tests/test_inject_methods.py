@@ -16,7 +16,7 @@ PLACEMENTS = [
     {"location": "ffn"},
     {"location": "mhsa", "insertion": "sequential"},                 # sequential after, residual
     {"location": "ffn", "insertion": "sequential"},
-    {"insertion": "sequential", "position": "before"},
+    {"insertion": "sequential", "position": "before", "sequential_before": "residual"},  # h + Sub(A(u) + u)
     {"location": "ffn", "position": "after"},                        # parallel after
     {"placement": "houlsby"},
     {"placement": "houlsby", "insertion": "sequential"},
@@ -29,11 +29,18 @@ IDENTITY_CASES = (
     + [("lora", {}), ("lora", {"targets": ["q", "k", "v", "o"], "rank": 2}), ("bitfit", {}), ("linear", {}),
        ("full", {})]
     + [("convpass", {"conv": "2d"}), ("loaa", {}), ("loaa", {"axis": "time,frequency", "placement": "houlsby"}),
-       ("loaa", {"placement": "pfeiffer", "location": "ffn", "axis": "frequency"})]
+       ("loaa", {"placement": "pfeiffer", "location": "ffn", "axis": "frequency"}),
+       ("loaa", {"placement": "pfeiffer", "axis": "grid", "bias": True, "train_norm": True}),
+       ("bottleneck", {"train_norm": False})]
 )
+AUTHORS_SEQ_BEFORE = ("bottleneck", {"insertion": "sequential", "position": "before"})  # h + Sub(A(u)) + A(u)
 NON_IDENTITY = [("prefix", {"num_tokens": 4}), ("prompt", {"num_tokens": 3}),
-                ("prompt", {"deep": True, "num_tokens": 2})]
+                ("prompt", {"deep": True, "num_tokens": 2}), AUTHORS_SEQ_BEFORE]
 ALL_CASES = IDENTITY_CASES + NON_IDENTITY
+# The authors' sequential-before feeds a zero adapter's zeros to every attention at first; the tiny
+# models' all-zero CLS/DIST tokens and biases then give exactly zero logits and no gradient at all, so
+# its training step is tested on an AST with random special tokens (test_inject_semantics).
+STEP_CASES = [c for c in ALL_CASES if c != AUTHORS_SEQ_BEFORE]
 
 
 def needs_grid(method, opts):
@@ -101,11 +108,13 @@ def expected_backbone(model, method, opts):
     from surgeon.methods.target import Target
 
     t = Target(model)
-    if method in ADAPTERS:
+    if method in ADAPTERS and opts.get("train_norm", method != "loaa"):  # paper 004 trains no LayerNorm
         placement = opts.get("placement", "houlsby" if method == "loaa" else "pfeiffer")
         locs = ("mhsa", "ffn") if placement == "houlsby" else (opts.get("location", "mhsa"),)
         roles = [{"mhsa": "attn_norm", "ffn": "ffn_norm"}[loc] for loc in locs]
         return {f"{t.path(i, r)}.{leaf}" for i in range(t.num_layers) for r in roles for leaf in ("weight", "bias")}
+    if method in ADAPTERS:
+        return set()
     if method == "bitfit":
         names = set()
         for path, mod in model.named_modules():
@@ -130,7 +139,7 @@ def test_identity_at_init_and_strip(bases, family, method, opts):
 
 
 @pytest.mark.parametrize("family, method, opts", cases(NON_IDENTITY))
-def test_strip_after_prompt_and_prefix(bases, family, method, opts):
+def test_strip_after_the_non_identity_methods(bases, family, method, opts):
     from surgeon.api import strip
 
     base, model = injected(bases, family, method, opts)
@@ -174,7 +183,7 @@ def test_only_the_right_parameters_train(bases, family, method, opts):
     assert ids["backbone"] == {id(named[n]) for n in expected_backbone(model, method, opts)}
 
 
-@pytest.mark.parametrize("family, method, opts", cases(ALL_CASES))
+@pytest.mark.parametrize("family, method, opts", cases(STEP_CASES))
 def test_adamw_steps_move_the_method_and_nothing_frozen(bases, family, method, opts):
     _, model = injected(bases, family, method, opts)
     model.config.layerdrop = 0.0  # speech models skip layers at random in training otherwise

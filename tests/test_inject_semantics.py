@@ -60,6 +60,79 @@ def test_placement_formulas(ast, insertion, position, residual, location):
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("location", ["mhsa", "ffn"])
+def test_sequential_before_is_the_authors_formula(ast, location):
+    """Paper 002's Seq-Before rows, as the authors' code computes them: with u the sub-layer's LayerNorm
+    output, the layer's residual stream h becomes h + Sub(A(u)) + A(u), written out on a whole AST layer."""
+    from surgeon.api import inject, surgery
+
+    model = copy.deepcopy(ast)
+    inject(model, "bottleneck", location=location, insertion="sequential", position="before")
+    opts = surgery(model)["methods"][0]["options"]
+    assert (opts["sequential_before"], opts["residual"]) == ("authors", False)
+    layer = model.audio_spectrogram_transformer.layers[0]
+    adapter = (layer.attention if location == "mhsa" else layer.mlp).surgeon_bottleneck
+    randomise(adapter)
+    plain = ast.audio_spectrogram_transformer.layers[0]
+    h = torch.randn(2, 7, 32)
+    with torch.no_grad():
+        if location == "mhsa":
+            u = plain.layernorm_before(h)
+            mid = h + plain.attention(adapter(u))[0] + adapter(u)
+            want = mid + plain.mlp(plain.layernorm_after(mid))
+        else:
+            mid = h + plain.attention(plain.layernorm_before(h))[0]
+            u = plain.layernorm_after(mid)
+            want = mid + plain.mlp(adapter(u)) + adapter(u)
+        got = layer(h)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+def test_authors_sequential_before_trains_from_its_zero_start(ast):
+    """A(u) = 0 at first, so every sub-layer reads zeros; the skip path A(u) still carries gradients to
+    the adapter (with the real model's nonzero special tokens; the tiny ones are zero)."""
+    from surgeon.api import inject
+
+    model = copy.deepcopy(ast)
+    with torch.no_grad():
+        model.audio_spectrogram_transformer.embeddings.cls_token.normal_()
+        model.audio_spectrogram_transformer.embeddings.distillation_token.normal_()
+    inject(model, "bottleneck", insertion="sequential", position="before")
+    params = {n: p for n, p in model.named_parameters() if ".surgeon_" in n}
+    before = {n: p.detach().clone() for n, p in params.items()}
+    opt = torch.optim.AdamW(params.values(), lr=1e-2, weight_decay=0.0)
+    for _ in range(2):
+        opt.zero_grad()
+        model(input_values=torch.randn(2, 100, 128)).logits.pow(2).mean().backward()
+        opt.step()
+    assert all(not torch.equal(p, before[n]) for n, p in params.items())
+
+
+@pytest.mark.parametrize("given, form, residual", [({}, "authors", False), ({"residual": True}, "residual", True),
+                                                   ({"residual": False}, "replace", False),
+                                                   ({"sequential_before": "residual"}, "residual", True)])
+def test_sequential_before_forms_and_their_residual(ast, given, form, residual):
+    """An explicit residual keeps the form it always named; the record holds both, consistently."""
+    from surgeon.api import inject, surgery
+
+    model = copy.deepcopy(ast)
+    inject(model, "bottleneck", insertion="sequential", position="before", **given)
+    opts = surgery(model)["methods"][0]["options"]
+    assert (opts["sequential_before"], opts["residual"]) == (form, residual)
+
+
+@pytest.mark.parametrize("opts, message", [
+    ({"insertion": "sequential", "position": "before", "sequential_before": "authors", "residual": True},
+     "drop option residual"),
+    ({"sequential_before": "authors"}, "applies to --insertion sequential --position before"),
+])
+def test_sequential_before_refuses_contradictions(ast, opts, message):
+    from surgeon.api import inject
+
+    with pytest.raises(SurgeonError, match=message):
+        inject(copy.deepcopy(ast), "bottleneck", **opts)
+
+
 def test_residual_defaults_follow_insertion(ast):
     from surgeon.api import inject, surgery
 
@@ -139,6 +212,66 @@ def test_prompts_equal_running_layers_on_the_extended_sequence(tiny_dir, family,
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("deep", [False, True])
+def test_prompts_without_dist_are_the_authors_layout(tiny_dir, deep):
+    """--no-dist: the layers run on [CLS, P, patches] (DIST dropped, as the authors' code); after the
+    last layer the prompts leave and CLS's output fills DIST's slot, so the pooled output is CLS's."""
+    from surgeon.api import inject, surgery
+    from surgeon.hf import load_pretrained
+
+    base = load_pretrained(tiny_dir("ast"))
+    model = copy.deepcopy(base)
+    p = 3
+    inject(model, "prompt", num_tokens=p, deep=deep, dist=False)
+    assert surgery(model)["methods"][0]["options"]["dist"] is False
+    encoder, plain = model.audio_spectrogram_transformer, base.audio_spectrogram_transformer
+    x = torch.randn(2, 100, 128)
+    with torch.no_grad():
+        h = plain.embeddings(x)
+        h = torch.cat([h[:, :1], encoder.layers[0].surgeon_prompt.prompts.expand(2, -1, -1), h[:, 2:]], dim=1)
+        for i, layer in enumerate(plain.layers):
+            if deep and i > 0:
+                prompts = encoder.layers[i].surgeon_prompt.prompts.expand(2, -1, -1)
+                h = torch.cat([h[:, :1], prompts, h[:, 1 + p:]], dim=1)
+            h = layer(h)
+        want = plain.layernorm(torch.cat([h[:, :1], h[:, :1], h[:, 1 + p:]], dim=1))
+        out = encoder(x)
+    torch.testing.assert_close(out.last_hidden_state, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.pooler_output, want[:, 0], atol=1e-5, rtol=0)
+
+
+def test_prompt_masks_follow_the_tokens():
+    """A layer's [.., Tq, Tk] mask over [CLS, DIST, patches] becomes the mask over [CLS, P, patches]:
+    DIST's row and column leave, every query may attend to the prompts, and the prompts attend where
+    CLS does (never to padding, which would otherwise reach every token through them)."""
+    from surgeon.methods.prompt import PromptIn
+
+    class Layer(torch.nn.Module):
+        def forward(self, hidden_states, attention_mask=None):
+            return hidden_states
+
+    layer = Layer()
+    layer.add_module("surgeon_prompt", torch.nn.Module())
+    layer.surgeon_prompt.prompts = torch.nn.Parameter(torch.zeros(2, 4))
+    base = torch.rand(1, 1, 5, 5, generator=torch.Generator().manual_seed(0)) > 0.5  # CLS, DIST, 3 patches
+    hook = PromptIn("prompt", "surgeon_prompt", start=1, count=2, first=True, dropped=1)
+    (h, mask), _ = hook(layer, (torch.zeros(1, 5, 4), base), {})
+    source = [0, None, None, 2, 3, 4]  # new position -> base position (None: a prompt)
+    want = torch.empty(1, 1, 6, 6, dtype=torch.bool)
+    for i, si in enumerate(source):
+        for j, sj in enumerate(source):
+            want[0, 0, i, j] = True if sj is None else base[0, 0, 0 if si is None else si, sj]
+    assert h.shape == (1, 6, 4) and torch.equal(mask, want)
+
+
+def test_dist_is_refused_where_there_is_none(tiny_dir):
+    from surgeon.api import inject
+    from surgeon.hf import load_pretrained
+
+    with pytest.raises(SurgeonError, match="no distillation token"):
+        inject(load_pretrained(tiny_dir("vit")), "prompt", num_tokens=2, dist=False)
+
+
 @pytest.mark.parametrize("method, opts", [("prompt", {"num_tokens": 2}), ("prompt", {"num_tokens": 2, "deep": True}),
                                           ("prefix", {"num_tokens": 2})])
 def test_padding_mask_is_opened_to_prompts_and_prefixes(tiny_dir, method, opts):
@@ -156,7 +289,7 @@ def test_padding_mask_is_opened_to_prompts_and_prefixes(tiny_dir, method, opts):
         full = model.wav2vec2(padded, attention_mask=mask).last_hidden_state
         alone = model.wav2vec2(wave).last_hidden_state
     n = alone.shape[1]
-    torch.testing.assert_close(full[:, :n], alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(full[:, :n], alone, atol=1e-6, rtol=0)  # padding never reaches a real token
 
 
 # -- LoAA and the patch grid ----------------------------------------------------------------------------
@@ -214,6 +347,29 @@ def test_repatched_position_table_interpolates_the_pretrained_one(ast):
     assert new.shape == (1, 2 + 8 * 6, 32)
     assert torch.equal(new[:, :2], old[:, :2])
     torch.testing.assert_close(new[:, 2:], old[:, 2:3].expand(1, 48, 32), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("opts, want", [
+    ({}, {"attention": (1, 3), "mlp": (3, 1)}),                                 # the paper's best: Attn(T) + FFN(F)
+    ({"placement": "pfeiffer"}, {"attention": (1, 3)}),
+    ({"placement": "pfeiffer", "location": "ffn"}, {"mlp": (3, 1)}),
+    ({"placement": "pfeiffer", "axis": "grid"}, {"attention": (3, 3)}),          # Table 1's (3,3)
+    ({"axis": "grid,time", "kernel": 5}, {"attention": (5, 5), "mlp": (1, 5)}),
+])
+def test_loaa_defaults_are_the_papers_best(tiny_dir, opts, want):
+    """Default placement Houlsby with time on MHSA and frequency on FFN; no biases, no LayerNorm trained."""
+    from surgeon.api import inject, surgery
+    from surgeon.hf import load_pretrained
+
+    model = load_pretrained(tiny_dir("ast", frequency_stride=16, time_stride=16))
+    inject(model, "loaa", **opts)
+    recorded = surgery(model)["methods"][0]
+    assert (recorded["options"]["bias"], recorded["options"]["train_norm"]) == (False, False)
+    assert recorded["petl_parameters"] == recorded["num_parameters"]  # nothing of the backbone trains
+    layer = model.audio_spectrogram_transformer.layers[0]
+    found = {name: tuple(getattr(layer, name).surgeon_loaa.down.weight.shape[2:])
+             for name in ("attention", "mlp") if hasattr(getattr(layer, name), "surgeon_loaa")}
+    assert found == want
 
 
 def test_grid_methods_refuse_speech_models(tiny_dir):

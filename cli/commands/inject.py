@@ -12,8 +12,8 @@ from surgeon_cli.render import console, print_json
 # refused by the method.
 _OPTION_NAMES = (
     "rank", "reduction", "bottleneck", "alpha", "scaling", "targets", "placement", "location", "insertion",
-    "position", "residual", "kernel", "conv", "axis", "repatch", "num_tokens", "deep", "num_experts", "slots",
-    "expert", "normalize",
+    "position", "residual", "sequential_before", "train_norm", "kernel", "conv", "conv_init", "axis", "repatch",
+    "bias", "num_tokens", "deep", "dist", "num_experts", "slots", "expert", "normalize",
 )
 
 
@@ -35,14 +35,31 @@ def inject(
     position: Optional[str] = typer.Option(None, "--position", help="before or after the sub-layer."),
     residual: Optional[bool] = typer.Option(None, "--residual/--no-residual",
                                             help="Add the adapter's input to its output (default: sequential)."),
+    sequential_before: Optional[str] = typer.Option(
+        None, "--sequential-before",
+        help="Sequential-before form: authors h+Sub(A(u))+A(u) (default), residual h+Sub(A(u)+u), "
+             "replace h+Sub(A(u))."),
     kernel: Optional[int] = typer.Option(None, "--kernel", help="Convolution kernel (conformer 31, convpass 3)."),
     conv: Optional[str] = typer.Option(None, "--conv", help="Convpass convolution: 1d (tokens) or 2d (grid)."),
-    axis: Optional[str] = typer.Option(None, "--axis", help="LoAA axis: time, frequency, or MHSA,FFN pair."),
+    conv_init: Optional[str] = typer.Option(None, "--conv-init",
+                                            help="Convpass conv init: xavier (default) or identity (zeros + centre)."),
+    axis: Optional[str] = typer.Option(None, "--axis",
+                                       help="LoAA axis: time, frequency, grid (k x k), or an MHSA,FFN pair "
+                                            "(default time,frequency)."),
     repatch: Optional[bool] = typer.Option(None, "--repatch/--no-repatch",
                                            help="LoAA: make overlapping patches non-overlapping."),
+    bias: Optional[bool] = typer.Option(None, "--bias/--no-bias",
+                                        help="LoAA: biases on its convolutions (default no)."),
+    train_norm: Optional[bool] = typer.Option(None, "--train-norm/--no-train-norm",
+                                              help="Adapters: train the adapted sub-layers' LayerNorms "
+                                                   "(default yes; LoAA no)."),
     num_tokens: Optional[int] = typer.Option(None, "--num-tokens", help="Prompt P or prefix N tokens."),
     deep: Optional[bool] = typer.Option(None, "--deep/--shallow", help="Prompt: fresh prompts per layer."),
-    num_experts: Optional[int] = typer.Option(None, "--num-experts", help="MoA: number of experts."),
+    dist: Optional[bool] = typer.Option(None, "--dist/--no-dist",
+                                        help="Prompt on AST: keep DIST ([CLS, DIST, P, patches]) or drop it "
+                                             "([CLS, P, patches], the authors')."),
+    num_experts: Optional[int] = typer.Option(None, "--num-experts",
+                                              help="MoA: experts per block (default 14 Pfeiffer, 7 + 7 Houlsby)."),
     slots: Optional[int] = typer.Option(None, "--slots", help="Soft-MoA: slots per expert."),
     expert: Optional[str] = typer.Option(None, "--expert", help="MoA experts: bottleneck or convpass."),
     normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize",
@@ -74,6 +91,7 @@ def inject(
         "added_parameters": entry["num_parameters"],
         "petl_parameters": entry["petl_parameters"],
         "trainable_parameters": trainable,
+        **get_method(method).summary(entry["options"]),  # the MoAs: experts per block and per layer
         "out": str(out),
         "full": full,
     }

@@ -92,7 +92,7 @@ class AudioDataset(torch.utils.data.Dataset):
         if item.path is None:
             wav = torch.from_numpy(self.synthetic.render(item))
             return resample(wav, self.synthetic.sample_rate, self.spec.sample_rate)
-        return load_audio(item.path, self.spec.sample_rate)
+        return load_audio(item.path, self.spec.sample_rate, item.start, item.end)
 
     def features(self, item: Item):
         """Features of one item (cached), without augmentation. Raises SurgeonError on bad audio."""

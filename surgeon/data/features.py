@@ -92,15 +92,29 @@ def feature_spec_for(model_config: dict, family_name: str, **overrides) -> Featu
 # -- audio ---------------------------------------------------------------------------------------
 
 
-def load_audio(path: Path, sample_rate: int = TARGET_RATE):
-    """Read a file with soundfile, mix to mono, resample: float32 tensor [samples]."""
+def load_audio(path: Path, sample_rate: int = TARGET_RATE, start: float | None = None, end: float | None = None):
+    """Read a file with soundfile (only [start, end) seconds of it when given: a segment of a long
+    recording is read without decoding the rest), mix to mono, resample: float32 tensor [samples]."""
     import soundfile as sf
     import torch
 
     if not Path(path).is_file():
         raise SurgeonError(f"{path}: audio file not found")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        if start is None and end is None:
+            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        else:
+            with sf.SoundFile(str(path)) as f:
+                rate, frames = f.samplerate, f.frames
+                first = max(0, int(round((start or 0.0) * rate)))
+                last = frames if end is None else min(frames, int(round(end * rate)))
+                if 0 < frames <= first:
+                    raise SurgeonError(f"{path}: the segment starts at {start:.3f} s, after the end of the audio "
+                                       f"({frames / rate:.3f} s)")
+                f.seek(min(first, frames))
+                data = f.read(max(last - first, 1) if frames else 0, dtype="float32", always_2d=True)
+    except SurgeonError:
+        raise
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise SurgeonError(f"{path}: cannot read audio ({reason})") from None

@@ -26,6 +26,9 @@ FLUENT_INTENTS = [  # (action, object, location, transcription)
     ("change language", "Chinese", "none", "Switch to Chinese"),
     ("bring", "newspaper", "none", "Bring me the newspaper"),
 ]
+# EPIC-SOUNDS: (class_id, class, description) of a few of its 44 classes
+EPIC_SOUNDS_CLASSES = [(0, "metal-only collision", "clang / clatter"), (1, "scrub / scrape / scour / wipe", "scrub"),
+                       (4, "rustle", "paper rustle"), (5, "water", "tap running"), (7, "footstep", "footstep")]
 # IEMOCAP emotion codes written per session; fru and xxx are not among the 4 classes
 IEMOCAP_CODES = ["neu", "hap", "exc", "sad", "ang", "fru", "xxx"]
 
@@ -159,6 +162,49 @@ def make_iemocap(root, *, sessions: int = 5, seconds: float = 0.3) -> Path:
     return root
 
 
+def _timestamp(t: float) -> str:
+    return f"{int(t // 3600):02d}:{int(t % 3600 // 60):02d}:{t % 60:06.3f}"
+
+
+def make_epic_sounds(root, *, classes: int = 4, videos: tuple[int, int] = (6, 2), seconds: float = 0.4,
+                     gap: float = 0.1) -> Path:
+    """`videos` (train, validation) videos of participants P01/P02, each one 24 kHz wav under
+    audio/<participant>/ holding one segment per class (class c sounds like synthetic class c) after a
+    gap; EPIC_Sounds_{train,validation}.csv with the official ten columns (timestamps and 24 kHz sample
+    indices) and the unlabelled EPIC_Sounds_recognition_test_timestamps.csv. class_ids are the real,
+    sparse ones (0, 1, 4, 5, 7), so the reader's renumbering is exercised."""
+    import numpy as np
+    import soundfile as sf
+
+    root, rate = Path(root), 24000
+    chosen = EPIC_SOUNDS_CLASSES[:classes]
+    src = _source(len(chosen), seconds, rate)
+    header = ["annotation_id", "participant_id", "video_id", "start_timestamp", "stop_timestamp", "start_sample",
+              "stop_sample", "description", "class", "class_id"]
+    n_video, test_rows = 0, []
+    for split, count in zip(("train", "validation"), videos):
+        rows = []
+        for _ in range(count):
+            participant = f"P0{1 + n_video % 2}"
+            video = f"{participant}_{10 + n_video:02d}"
+            pieces, t = [], 0.0
+            for label, (class_id, name, description) in enumerate(chosen):
+                pieces += [np.zeros(int(round(gap * rate)), dtype=np.float32), src.render_one(label, n_video)]
+                start = t + gap
+                stop = start + seconds
+                rows.append([f"{video}_{label}", participant, video, _timestamp(start), _timestamp(stop),
+                             int(round(start * rate)), int(round(stop * rate)), description, name, class_id])
+                test_rows.append(rows[-1][:7])
+                t = stop
+            path = root / "audio" / participant / f"{video}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(path), np.concatenate(pieces), rate, subtype="PCM_16")
+            n_video += 1
+        _write_csv(root / f"EPIC_Sounds_{split}.csv", header, rows)
+    _write_csv(root / "EPIC_Sounds_recognition_test_timestamps.csv", header[:7], test_rows)
+    return root
+
+
 def make_manifest(root, *, classes: int = 3, per_class: int = 6, split: bool = True, folds: int = 0,
                   seconds: float = 0.3) -> Path:
     """root/manifest.csv (path,label[,split][,fold]) with clips under root/clips/; returns the CSV path.
@@ -230,6 +276,7 @@ MINIATURES = {
     "speechcommands": make_speechcommands,
     "fluent": make_fluent,
     "iemocap": make_iemocap,
+    "epicsounds": make_epic_sounds,
     "manifest": make_manifest,
     "folder": make_folder,
     "ljspeech": make_ljspeech,

@@ -10,6 +10,7 @@ import difflib
 import inspect
 from pathlib import Path
 
+from surgeon.data.epicsounds import read_epic_sounds
 from surgeon.data.esc50 import read_esc50
 from surgeon.data.fluent import read_fluent
 from surgeon.data.folder import read_folder
@@ -30,6 +31,7 @@ DATASETS = {
     "speechcommands": read_speechcommands,
     "fluent": read_fluent,
     "iemocap": read_iemocap,
+    "epicsounds": read_epic_sounds,
     "manifest": read_manifest,
     "folder": read_folder,
     "synthetic": read_synthetic,

@@ -19,6 +19,8 @@ class Item:
     text   transcript (speech recognition, Fluent Speech Commands)
     source the recording the clip was cut from (ESC-50 src_file, UrbanSound8K fsID, a speaker):
            a validation split carved from training data keeps one source on one side
+    start, end  the clip's extent in seconds within `path` when it is a segment of a longer
+           recording (EPIC-SOUNDS annotations of untrimmed video audio); None: the whole file
     """
 
     key: str
@@ -27,6 +29,8 @@ class Item:
     group: str | None
     text: str | None = None
     source: str | None = None
+    start: float | None = None
+    end: float | None = None
 
 
 @dataclass

@@ -4,7 +4,8 @@ layer, with the placement options of placement.py. Each concrete method (bottlen
 
 Freezing and accounting: the adapter's parameters train, and so does the LayerNorm that belongs to
 each sub-layer an adapter sits beside (`layernorm_before` for MHSA, `layernorm_after` for FFN in AST),
-as the papers count them (petl-facts.md).
+as papers 000-002 count them (petl-facts.md); `train_norm = false` keeps it frozen (LoAA's default,
+as paper 004 counts).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from torch import nn
 from surgeon.errors import SurgeonError
 from surgeon.methods.base import Method
 from surgeon.methods.options import Opt, resolve_options, width
-from surgeon.methods.placement import complete_placement, hook_for, locations
+from surgeon.methods.placement import SEQUENTIAL_BEFORE, complete_placement, hooks_for, locations
 from surgeon.methods.target import SUBLAYER_NORM, SUBLAYER_ROLE, Target
 
 PLACEMENT_OPTIONS = {
@@ -24,6 +25,10 @@ PLACEMENT_OPTIONS = {
     "insertion": Opt("parallel", "str", ("parallel", "sequential"), "beside the sub-layer or in series"),
     "position": Opt(None, "str", ("before", "after"), "adapter input: sub-layer input or output"),
     "residual": Opt(None, "bool", (), "add the adapter's input to its output (default: sequential only)"),
+    "train_norm": Opt(None, "bool", (), "train each adapted sub-layer's LayerNorm (default: yes, LoAA no)"),
+    "sequential_before": Opt(None, "str", tuple(SEQUENTIAL_BEFORE),
+                             "sequential-before form: authors h + Sub(A(u)) + A(u) (default), residual "
+                             "h + Sub(A(u) + u), replace h + Sub(A(u))"),
 }
 WIDTH_OPTIONS = {
     "bottleneck": Opt(None, "int", (), "bottleneck width b (wins over reduction)"),
@@ -44,6 +49,7 @@ def check_sublayer(owner: str, target: Target, location: str) -> None:
 class AdapterMethod(Method):
     default_reduction: ClassVar[float] = 64.0
     default_placement: ClassVar[str] = "pfeiffer"
+    default_train_norm: ClassVar[bool] = True  # the papers' convention (petl-facts.md); LoAA's paper: no
     EXTRA: ClassVar[dict] = {}  # the method's own options
 
     @property
@@ -56,6 +62,8 @@ class AdapterMethod(Method):
         if opts["reduction"] is None and opts["bottleneck"] is None:
             opts["reduction"] = self.default_reduction
         opts["bottleneck"] = width(self.name, target.hidden_size, opts["bottleneck"], opts["reduction"])
+        if opts["train_norm"] is None:
+            opts["train_norm"] = self.default_train_norm
         self.check(target, opts)
         opts = complete_placement(self.name, opts)
         for location in locations(opts):
@@ -83,7 +91,9 @@ class AdapterMethod(Method):
                 if ref is not None:
                     adapter.to(device=ref.device, dtype=ref.dtype)
                 sub.add_module(self.attr, adapter)
-                hook_for(self.name, self.attr, opts).register(sub)
-                norm = target.path(i, SUBLAYER_NORM[location])
-                unfrozen += [f"{norm}.{n}" for n, _ in target.model.get_submodule(norm).named_parameters()]
+                for hook in hooks_for(self.name, self.attr, opts):
+                    hook.register(sub)
+                if opts["train_norm"]:
+                    norm = target.path(i, SUBLAYER_NORM[location])
+                    unfrozen += [f"{norm}.{n}" for n, _ in target.model.get_submodule(norm).named_parameters()]
         return unfrozen

@@ -36,3 +36,7 @@ class Method:
 
     def undo(self, target: Target) -> None:
         """Undo changes other than the method's modules and hooks (removed generically)."""
+
+    def summary(self, opts: dict) -> dict:
+        """Derived figures worth showing beside the options (`inject --json`): the MoAs' experts per block."""
+        return {}

@@ -1,5 +1,6 @@
 """Convpass adapter: Linear -> QuickGELU -> conv over tokens (1-D k = 3 as the papers count it, or the
-2-D grid form with --conv 2d) -> QuickGELU -> Linear; RR 64."""
+2-D grid form with --conv 2d) -> QuickGELU -> Linear; RR 64. The conv starts Xavier-uniform
+(--conv-init xavier, the papers' code) or as zeros plus the identity on its centre tap (identity)."""
 from surgeon.methods.adapter import AdapterMethod
 from surgeon.methods.options import Opt
 
@@ -9,6 +10,8 @@ class ConvpassMethod(AdapterMethod):
     EXTRA = {
         "kernel": Opt(3, "int", (), "convolution kernel size"),
         "conv": Opt("1d", "str", ("1d", "2d"), "1-D over the token sequence or 2-D over the patch grid"),
+        "conv_init": Opt("xavier", "str", ("xavier", "identity"),
+                         "the conv's init: Xavier-uniform (the papers' code) or zeros plus identity centre"),
     }
 
     def check(self, target, opts):
@@ -18,7 +21,8 @@ class ConvpassMethod(AdapterMethod):
     def build(self, target, opts, location):
         from surgeon.modules import ADAPTERS
 
-        module = ADAPTERS["convpass"](target.hidden_size, opts["bottleneck"], kernel=opts["kernel"], conv=opts["conv"])
+        module = ADAPTERS["convpass"](target.hidden_size, opts["bottleneck"], kernel=opts["kernel"], conv=opts["conv"],
+                                     conv_init=opts["conv_init"])
         if opts["conv"] == "2d":
             module.layout = target.layout()
         return module

@@ -9,7 +9,8 @@ with that implementation name, restored on strip.
 
 Not an identity at initialisation: extra keys take part of every softmax, so the output changes as
 soon as a prefix exists (whatever its values). What holds instead, and is tested: the output equals
-attention computed directly over [prefix; K] and [prefix; V].
+attention computed directly over [prefix; K] and [prefix; V]. Tokens start U(-0.0625, 0.0625) at
+d = 768 (VPT's bound, as the authors' code; see prompt.py).
 """
 from __future__ import annotations
 
@@ -36,8 +37,12 @@ class PrefixTokens(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.normal_(self.key, std=0.02)
-        nn.init.normal_(self.value, std=0.02)
+        """U(-v, v) with VPT's v = sqrt(6 / (3 * 16 * 16 + d)), 0.0625 at d = 768, as the authors' code."""
+        from surgeon.methods.prompt import vpt_bound
+
+        bound = vpt_bound(self.key.shape[-1])
+        nn.init.uniform_(self.key, -bound, bound)
+        nn.init.uniform_(self.value, -bound, bound)
 
 
 def _open_mask(mask, n: int):

@@ -7,11 +7,19 @@ the prompt positions. After the last layer the prompt positions are removed, so 
 the base model's sequence length and the heads pool as before. A padding mask passed to the layers is
 opened to the prompt positions.
 
+AST's distillation token (--dist / --no-dist): kept by default, [CLS, DIST, P, patches]; --no-dist
+builds [CLS, P, patches] as the authors' code does (the papers' recipes): DIST and its mask entries
+leave before the first layer, and after the last layer its slot is refilled with the CLS output, so
+transformers' pooled head, the mean of positions 0 and 1, pools CLS alone.
+
 Not an identity at initialisation: prompts are attended to by every token. What holds instead, and is
 tested: the output equals running the base layers on [special, prompts, rest] and dropping the prompt
-positions. Prompts are initialised Xavier-uniform as in VPT.
+positions. Prompts are initialised U(-v, v), v = sqrt(6 / (3 * 16 * 16 + d)), as VPT and the authors'
+code (0.0625 at d = 768; the 3 * 16 * 16 is VPT's ViT-B/16 patch fan-in, whatever the model).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -21,6 +29,14 @@ from surgeon.methods.hooks import SurgeonHook, first_input, first_output, replac
 from surgeon.methods.options import Opt, resolve_options
 
 
+VPT_PATCH_FAN_IN = 3 * 16 * 16  # VPT's constant: a ViT-B/16 patch's inputs
+
+
+def vpt_bound(d_model: int) -> float:
+    """VPT's uniform bound for prompt (and prefix) tokens: sqrt(6 / (3 * 16 * 16 + d)), 0.0625 at d = 768."""
+    return math.sqrt(6.0 / (VPT_PATCH_FAN_IN + d_model))
+
+
 class PromptTokens(nn.Module):
     def __init__(self, num_tokens: int, d_model: int):
         super().__init__()
@@ -28,42 +44,60 @@ class PromptTokens(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.xavier_uniform_(self.prompts)
+        bound = vpt_bound(self.prompts.shape[-1])
+        nn.init.uniform_(self.prompts, -bound, bound)
+
+
+def _drop(mask, start: int, n: int):
+    """Remove n positions at start from a layer's attention mask ([..., Tq, Tk]), as the tokens left."""
+    if n == 0 or mask is None or not torch.is_tensor(mask) or mask.dim() < 2:
+        return mask
+    for dim in (-1, -2):
+        if mask.shape[dim] != 1:
+            mask = torch.cat([mask.narrow(dim, 0, start), mask.narrow(dim, start + n, mask.shape[dim] - start - n)],
+                             dim=dim)
+    return mask
 
 
 def _insert(mask, start: int, n: int):
-    """Open a layer's attention mask ([..., Tq, Tk], bool or additive) to n prompt positions at start."""
+    """Open a layer's attention mask ([..., Tq, Tk], bool or additive) to n prompt positions at start:
+    every query may attend to the prompts, and the prompts attend where the first token (CLS, or the
+    first frame) does, so they never see padding, which would reach every token through them."""
     if mask is None or not torch.is_tensor(mask) or mask.dim() < 2:
         return mask
     for dim in (-1, -2):
         if mask.shape[dim] == 1:
             continue
-        shape = list(mask.shape)
-        shape[dim] = n
-        fill = torch.ones(shape, dtype=torch.bool, device=mask.device) if mask.dtype == torch.bool \
-            else torch.zeros(shape, dtype=mask.dtype, device=mask.device)
+        if dim == -1:
+            shape = list(mask.shape)
+            shape[dim] = n
+            fill = torch.ones(shape, dtype=torch.bool, device=mask.device) if mask.dtype == torch.bool \
+                else torch.zeros(shape, dtype=mask.dtype, device=mask.device)
+        else:
+            fill = mask.narrow(-2, 0, 1).expand(*mask.shape[:-2], n, mask.shape[-1])
         mask = torch.cat([mask.narrow(dim, 0, start), fill, mask.narrow(dim, start, mask.shape[dim] - start)], dim=dim)
     return mask
 
 
 class PromptIn(SurgeonHook):
-    """Pre-hook on layer i: insert (first layer) or replace (deep) the prompts; open the mask."""
+    """Pre-hook on layer i: insert (first layer) or replace (deep) the prompts behind the first `start`
+    tokens, dropping the `dropped` special tokens after them at the first layer; fit the mask."""
 
     pre = True
 
-    def __init__(self, method, attr, start: int, count: int, first: bool):
+    def __init__(self, method, attr, start: int, count: int, first: bool, dropped: int = 0):
         super().__init__(method, attr)
-        self.start, self.count, self.first = start, count, first
+        self.start, self.count, self.first, self.dropped = start, count, first, dropped
 
     def __call__(self, module, args, kwargs):
         h = first_input(args, kwargs)
         tokens = getattr(module, self.attr, None)
-        s, n = self.start, self.count
+        s, n, dropped = self.start, self.count, self.dropped
         if self.first:
             base_len = h.shape[1]
-            rest = h[:, s:]
+            rest = h[:, s + dropped:]
         else:
-            base_len = h.shape[1] - n
+            base_len = h.shape[1] - n + dropped
             rest = h[:, s + n:]
         if self.first or tokens is not None:
             if tokens is None:
@@ -73,8 +107,8 @@ class PromptIn(SurgeonHook):
         args, kwargs = replace_first_input(args, kwargs, h)
         mask_at = 1 if len(args) > 1 else None
         mask = args[1] if mask_at else kwargs.get("attention_mask")
-        if torch.is_tensor(mask) and mask.shape[-1] == base_len:
-            mask = _insert(mask, s, n)
+        if torch.is_tensor(mask) and mask.shape[-1] == base_len:  # every layer gets the base model's mask
+            mask = _insert(_drop(mask, s, dropped), s, n)
             if mask_at:
                 args = (args[0], mask, *args[2:])
             else:
@@ -83,15 +117,18 @@ class PromptIn(SurgeonHook):
 
 
 class PromptOut(SurgeonHook):
-    """Forward hook on the last layer: drop the prompt positions."""
+    """Forward hook on the last layer: drop the prompt positions; refill dropped special-token slots
+    with copies of the first token (CLS), so the sequence has the base model's length and layout."""
 
-    def __init__(self, method, attr, start: int, count: int):
+    def __init__(self, method, attr, start: int, count: int, dropped: int = 0):
         super().__init__(method, attr)
-        self.start, self.count = start, count
+        self.start, self.count, self.dropped = start, count, dropped
 
     def __call__(self, module, args, kwargs, output):
         h = first_output(output)
-        h = torch.cat([h[:, : self.start], h[:, self.start + self.count:]], dim=1)
+        s, n = self.start, self.count
+        fill = [h[:, :1]] * self.dropped
+        h = torch.cat([h[:, :s], *fill, h[:, s + n:]], dim=1)
         return replace_first_output(output, h)
 
 
@@ -100,6 +137,8 @@ class PromptMethod(Method):
     OPTIONS = {
         "num_tokens": Opt(None, "int", (), "P prompts (default 300 shallow, 25 deep)"),
         "deep": Opt(False, "bool", (), "a fresh set of prompts at every layer"),
+        "dist": Opt(None, "bool", (), "keep AST's DIST token: [CLS, DIST, P, patches] (default) or "
+                                      "[CLS, P, patches] as the authors' code"),
     }
 
     def resolve(self, target, options):
@@ -110,16 +149,28 @@ class PromptMethod(Method):
             opts["num_tokens"] = 25 if opts["deep"] else 300
         if opts["num_tokens"] < 1:
             raise SurgeonError(f"prompt: num_tokens must be at least 1, got {opts['num_tokens']}")
+        if not has_dist(target):
+            if opts["dist"] is not None:
+                raise SurgeonError(f"prompt: option dist: {target.family.name} has no distillation token")
+        elif opts["dist"] is None:
+            opts["dist"] = True
         return opts
 
     def apply(self, target, opts):
-        n, start = opts["num_tokens"], target.family.num_special_tokens
+        n, special = opts["num_tokens"], target.family.num_special_tokens
+        start = 1 if opts["dist"] is False else special  # the authors' layout keeps CLS only
+        dropped = special - start
         last = target.num_layers - 1
         for i in range(target.num_layers):
             layer = target.module(i)
             if i == 0 or opts["deep"]:
                 ref = next(layer.parameters())
                 layer.add_module(self.attr, PromptTokens(n, target.hidden_size).to(device=ref.device, dtype=ref.dtype))
-            PromptIn(self.name, self.attr, start, n, first=i == 0).register(layer)
-        PromptOut(self.name, self.attr, start, n).register(target.module(last))
+            PromptIn(self.name, self.attr, start, n, first=i == 0, dropped=dropped).register(layer)
+        PromptOut(self.name, self.attr, start, n, dropped=dropped).register(target.module(last))
         return []
+
+
+def has_dist(target) -> bool:
+    """A model whose special tokens are [CLS, DIST] (AST; DeiT's distilled form)."""
+    return target.family.num_special_tokens == 2

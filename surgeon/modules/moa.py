@@ -7,8 +7,9 @@ no Python loop over experts (the reference code's loop made Dense-MoA 3.3x a sin
 Tensors are laid out [batch, sequence, expert, channels]; "sequence" is the tokens for Dense-MoA and
 the p slots of each expert for Soft-MoA.
 
-Initialisation: experts as their single-adapter counterparts (random down side, zero up side), so
-both mixtures output exactly zero at first; router / Phi random (see reset_parameters).
+Initialisation: experts as their single-adapter counterparts (random down side, zero up side; a
+Convpass expert's conv Xavier or identity, `conv_init`), so both mixtures output exactly zero at
+first; the router takes nn.Linear's init, Phi Xavier-normal (see reset_parameters).
 """
 from __future__ import annotations
 
@@ -18,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from surgeon.modules.common import (
-    check_choice, check_positive, check_width, identity_centre_, quick_gelu,
-)
+from surgeon.modules.common import check_choice, check_positive, check_width, quick_gelu
+from surgeon.modules.convpass import CONV_INITS, init_conv_
 
 EXPERTS = ("bottleneck", "convpass")
 
@@ -29,10 +29,11 @@ class ExpertBank(nn.Module):
     """N Bottleneck (Linear -> GELU -> Linear) or Convpass (Linear -> QuickGELU -> Conv1d(b, b, k) over
     the sequence -> QuickGELU -> Linear) adapters with stacked weights."""
 
-    def __init__(self, num_experts: int, d_model: int, bottleneck: int, expert: str = "bottleneck", kernel: int = 3):
+    def __init__(self, num_experts: int, d_model: int, bottleneck: int, expert: str = "bottleneck", kernel: int = 3,
+                 conv_init: str = "xavier"):
         super().__init__()
         n, d, b = num_experts, d_model, bottleneck
-        self.expert, self.num_experts, self.bottleneck = expert, n, b
+        self.expert, self.num_experts, self.bottleneck, self.conv_init = expert, n, b, conv_init
         self.down_weight = nn.Parameter(torch.empty(n, d, b))
         self.down_bias = nn.Parameter(torch.empty(n, b))
         self.up_weight = nn.Parameter(torch.empty(n, b, d))
@@ -49,11 +50,7 @@ class ExpertBank(nn.Module):
             if self.expert == "convpass":  # Convpass's init, expert by expert (same bounds for all)
                 nn.init.uniform_(self.down_weight, -math.sqrt(6 / (d + b)), math.sqrt(6 / (d + b)))
                 self.down_bias.zero_()
-                k = self.conv_weight.shape[-1]
-                bound = math.sqrt(6 / (b * k + b * k))
-                nn.init.uniform_(self.conv_weight, -bound, bound)
-                self.conv_bias.zero_()
-                identity_centre_(self.conv_weight)
+                init_conv_(self.conv_weight, self.conv_bias, self.conv_init)
             else:  # nn.Linear(d, b)'s default init
                 bound = 1 / math.sqrt(d)
                 nn.init.uniform_(self.down_weight, -bound, bound)
@@ -85,22 +82,24 @@ class ExpertBank(nn.Module):
         return mixed + gates @ self.up_bias
 
 
-def _check(owner: str, d_model, num_experts, bottleneck, expert, kernel) -> None:
+def _check(owner: str, d_model, num_experts, bottleneck, expert, kernel, conv_init) -> None:
     check_width(owner, d_model, bottleneck)
     check_positive(owner, "num_experts", num_experts)
     check_choice(owner, "expert", expert, EXPERTS)
     check_positive(owner, "kernel", kernel)
+    check_choice(owner, "conv_init", conv_init, CONV_INITS)
 
 
 class DenseMoA(nn.Module):
     """Y = sum_i g_i E_i(X), g = softmax(X W) per token (eqs. 1-2); router Linear(d, N) with bias.
     Parameters N * expert + dN + N."""
 
-    def __init__(self, d_model: int, num_experts: int, bottleneck: int, expert: str = "bottleneck", kernel: int = 3):
+    def __init__(self, d_model: int, num_experts: int, bottleneck: int, expert: str = "bottleneck", kernel: int = 3,
+                 conv_init: str = "xavier"):
         super().__init__()
-        _check("dense-moa", d_model, num_experts, bottleneck, expert, kernel)
+        _check("dense-moa", d_model, num_experts, bottleneck, expert, kernel, conv_init)
         self.router = nn.Linear(d_model, num_experts)
-        self.experts = ExpertBank(num_experts, d_model, bottleneck, expert, kernel)
+        self.experts = ExpertBank(num_experts, d_model, bottleneck, expert, kernel, conv_init)
         self.last_expert_weights = None
         self.reset_parameters()
 
@@ -125,21 +124,22 @@ class SoftMoA(nn.Module):
     with a learnable scalar scale (init 1); the slots still mix the un-normalised X."""
 
     def __init__(self, d_model: int, num_experts: int, bottleneck: int, slots: int = 1,
-                 expert: str = "bottleneck", kernel: int = 3, normalize: bool = False):
+                 expert: str = "bottleneck", kernel: int = 3, normalize: bool = False, conv_init: str = "xavier"):
         super().__init__()
-        _check("soft-moa", d_model, num_experts, bottleneck, expert, kernel)
+        _check("soft-moa", d_model, num_experts, bottleneck, expert, kernel, conv_init)
         check_positive("soft-moa", "slots", slots)
         self.num_experts, self.slots, self.normalize = num_experts, slots, bool(normalize)
         self.phi = nn.Parameter(torch.empty(d_model, num_experts, slots))
         self.scale = nn.Parameter(torch.ones(())) if self.normalize else None
-        self.experts = ExpertBank(num_experts, d_model, bottleneck, expert, kernel)
+        self.experts = ExpertBank(num_experts, d_model, bottleneck, expert, kernel, conv_init)
         self.last_expert_weights = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Phi ~ N(0, 1/d) (LeCun normal, as Soft MoE); experts: zero up side, output exactly zero."""
+        """Phi (d, N, p) Xavier-normal as the authors' code (torch's fans of that shape: N p in, d p
+        out, std sqrt(2 / (p (N + d)))); experts: zero up side, output exactly zero."""
         with torch.no_grad():
-            nn.init.normal_(self.phi, std=self.phi.shape[0] ** -0.5)
+            nn.init.xavier_normal_(self.phi)
             if self.scale is not None:
                 self.scale.fill_(1.0)
         self.experts.reset_parameters()

@@ -89,17 +89,22 @@ class MethodSection(Section):
     insertion: Optional[Literal["parallel", "sequential"]] = None
     position: Optional[Literal["before", "after"]] = None
     residual: Optional[bool] = None
+    sequential_before: Optional[Literal["authors", "residual", "replace"]] = None
     kernel: Optional[int] = Field(None, ge=1)
     conv: Optional[Literal["1d", "2d"]] = None
-    axis: Optional[str] = Field(None, pattern=r"^(time|frequency)(,(time|frequency))?$",
-                                description="time, frequency, or two comma-separated (Houlsby: MHSA,FFN)")
+    conv_init: Optional[Literal["xavier", "identity"]] = None
+    axis: Optional[str] = Field(None, pattern=r"^(time|frequency|grid)(,(time|frequency|grid))?$",
+                                description="time, frequency, grid, or two comma-separated (Houlsby: MHSA,FFN)")
     repatch: Optional[bool] = None
+    bias: Optional[bool] = None
+    train_norm: Optional[bool] = None
     rank: Optional[int] = Field(None, ge=1)
     alpha: Optional[float] = None
     scaling: Optional[float] = None
     targets: Optional[list[Literal["q", "k", "v", "o"]]] = None
     num_tokens: Optional[int] = Field(None, ge=1)
     deep: Optional[bool] = None
+    dist: Optional[bool] = None
     num_experts: Optional[int] = Field(None, ge=1)
     slots: Optional[int] = Field(None, ge=1)
     expert: Optional[Literal["bottleneck", "convpass"]] = None
