@@ -20,7 +20,8 @@ def ast_from_vit(vit, **config_overrides):
     import transformers
 
     from surgeon.hf import base_prefix, family_of_model, load_pretrained, quiet_transformers
-    from surgeon.positions import _ast_grid, resize_grid
+    from surgeon.anatomy import FAMILIES
+    from surgeon.positions import grid_of, patch_axes, resize_grid
 
     quiet_transformers()
     if not isinstance(vit, torch.nn.Module):
@@ -39,7 +40,7 @@ def ast_from_vit(vit, **config_overrides):
     for name, value in source.items():
         if name == "embeddings.position_embeddings":
             side = int(round((value.shape[1] - 1) ** 0.5))
-            grid = resize_grid(value, 1, (side, side), _ast_grid(config))
+            grid = resize_grid(value, 1, (side, side), grid_of(patch_axes(FAMILIES["ast"], config)))
             new[name] = torch.cat([grid[:, :1], grid], dim=1)  # [CLS, DIST(=CLS), patches]
         elif name == "embeddings.cls_token":
             new[name] = value
