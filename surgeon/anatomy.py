@@ -530,6 +530,22 @@ FAMILIES: dict[str, Family] = {
             key_signature=(r"(^|\.)embeddings\.word_embeddings\.weight$",),
         ),
         Family(
+            name="electra",
+            model_types=("electra",),
+            base_prefix="electra",
+            disk=_BERT,
+            memory=_BERT_MEMORY,
+            modality="text",
+            frontend="tokens",
+            # the small checkpoints embed at 128 and project to the hidden size
+            tiny=Tiny("ElectraConfig", "ElectraModel", dict(_TEXT, embedding_size=16)),
+            heads=("classifier", "discriminator_predictions", "generator_predictions", "generator_lm_head",
+                   "qa_outputs"),
+            num_special_tokens=1,
+            norm_position="post",
+            key_signature=(r"(^|\.)embeddings\.word_embeddings\.weight$",),
+        ),
+        Family(
             name="distilbert",
             model_types=("distilbert",),
             base_prefix="distilbert",

@@ -39,6 +39,7 @@ ALIASES: dict[str, Alias] = {
         Alias("distilbert", "distilbert/distilbert-base-uncased", "distilbert", 6, "text source"),
         Alias("sbert-distilbert", "sentence-transformers/multi-qa-distilbert-cos-v1", "distilbert", 6,
               "text source (sentence-transformers)"),
+        Alias("electra", "google/electra-base-discriminator", "electra", 12, "text source"),
         # image sources
         Alias("deit", "facebook/deit-base-distilled-patch16-384", "deit", 12,
               "image source; the ImageNet model AST is initialised from"),

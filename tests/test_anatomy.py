@@ -17,6 +17,7 @@ CLASSES = [
     ("bert", "BertForSequenceClassification"), ("bert", "BertModel"),
     ("roberta", "RobertaForSequenceClassification"), ("roberta", "RobertaModel"),
     ("roberta", "XLMRobertaForMaskedLM", "XLMRobertaConfig"), ("roberta", "XLMRobertaModel", "XLMRobertaConfig"),
+    ("electra", "ElectraForSequenceClassification"), ("electra", "ElectraModel"),
     ("distilbert", "DistilBertForSequenceClassification"), ("distilbert", "DistilBertModel"),
     ("hubert", "HubertForCTC"), ("hubert", "HubertModel"),
     ("wav2vec2", "Wav2Vec2ForSequenceClassification"), ("wav2vec2", "Wav2Vec2ForCTC"),
@@ -27,7 +28,7 @@ CLASSES = [
     ("whisper", "WhisperModel"),
 ]
 # families whose bare base models (no prefix to name them) share one layout and key signature
-SAME_BARE_LAYOUT = [{"hubert", "wav2vec2", "unispeech-sat"}, {"bert", "roberta"}, {"ast", "deit"},
+SAME_BARE_LAYOUT = [{"hubert", "wav2vec2", "unispeech-sat"}, {"bert", "roberta", "electra"}, {"ast", "deit"},
                     {"beit", "data2vec-vision"}]
 
 

@@ -13,7 +13,7 @@ import torch
 from surgeon.anatomy import FAMILIES, LINEAR_ROLES
 from surgeon.io.checkpoint import Checkpoint
 
-NEW = ("deit", "beit", "data2vec-vision", "dinov2", "roberta", "distilbert",
+NEW = ("deit", "beit", "data2vec-vision", "dinov2", "roberta", "electra", "distilbert",
        "wavlm", "unispeech-sat", "data2vec-audio", "whisper")
 QKV = ("q", "k", "v")
 
@@ -50,7 +50,7 @@ def test_inspect_json_dimensions(tiny_dir, cli, family):
 # one side only (BEiT's and data2vec-vision's keys, Whisper's keys) is merged weights only (--no-bias)
 # until merging handles one-sided biases itself.
 MERGES = [
-    ("roberta", "hubert", ()), ("distilbert", "wav2vec2", ()),
+    ("roberta", "hubert", ()), ("electra", "hubert", ()), ("distilbert", "wav2vec2", ()),
     ("deit", "ast", ()), ("dinov2", "ast", ()), ("beit", "hubert", ("--no-bias",)),
     ("data2vec-vision", "wav2vec2", ("--no-bias",)),
     ("bert", "wavlm", ()), ("bert", "unispeech-sat", ()), ("vit", "data2vec-audio", ()),
