@@ -99,6 +99,9 @@ class Family:
     tiny: Tiny
     # task name -> transformers class (surgeon.train.tasks); a task missing here is not available
     tasks: Mapping[str, str] = field(default_factory=dict)
+    # FeatureSpec settings in which the family's front end differs from the defaults (another fbank
+    # normalisation, say); a recipe's data settings still win
+    feature_settings: Mapping = field(default_factory=dict)
     embeddings: str = "embeddings"  # module path under the base model
     # encoder-level LayerNorm after the last layer; candidates in order, the first present counts
     # (BEiT's is the pooler's when it pools by mean)

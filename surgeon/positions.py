@@ -25,7 +25,7 @@ def patch_axes(family, config) -> list[tuple[int, int, int]]:
     """[(size, patch, stride) of the frequency axis (height), of the time axis (width)]."""
     if family.token_grid is None:
         raise SurgeonError(
-            f"{family.name}: this model has no 2-D patch grid (only patch models such as ast or vit have one)")
+            f"{family.name}: this model has no 2-D patch grid (only patch models such as ast, vit, deit or beit have one)")
     return [tuple(int(_pick(getattr(config, key), axis)) for key in keys) for axis, keys in enumerate(family.token_grid)]
 
 

@@ -244,6 +244,21 @@ batch_size = 2
     assert all(p.grad is not None for n, p in model.named_parameters() if ".surgeon_" in n and p.requires_grad)
 
 
+def test_ast_from_imagenet_deit_keeps_its_distillation_token():
+    from surgeon.tiny import build_tiny
+    from surgeon.train.imagenet_init import ast_from_vit
+
+    deit = build_tiny("deit", model_class="DeiTModel", image_size=64)  # 4 x 4 patch grid + CLS, DIST
+    ast = ast_from_vit(deit, max_length=200, frequency_stride=16, time_stride=16)
+    d, a = deit.state_dict(), ast.audio_spectrogram_transformer.state_dict()
+    assert torch.equal(a["embeddings.distillation_token"], d["embeddings.distillation_token"])
+    assert torch.equal(a["layers.1.attention.k_proj.weight"], d["layers.1.attention.k_proj.weight"])
+    pos = a["embeddings.position_embeddings"]
+    assert pos.shape == (1, 2 + 8 * 12, 32) and torch.equal(pos[0, :2], d["embeddings.position_embeddings"][0, :2])
+    with pytest.raises(Exception, match="AST's layout"):
+        ast_from_vit(build_tiny("beit", model_class="BeitModel"))
+
+
 def test_whisper_log_mel_is_its_feature_extractors(tmp_path):
     """Whisper's features are WhisperFeatureExtractor's: padded to the encoder's frames, (log10 + 4) / 4."""
     import numpy as np
@@ -259,3 +274,54 @@ def test_whisper_log_mel_is_its_feature_extractors(tmp_path):
                                                     max_length=16000, padding="max_length").input_features[0]
     assert got.shape == (80, 100)
     torch.testing.assert_close(got, want)
+
+
+# -- a family transformers does not implement (BEATs' shape): the record carries its own builder,
+# loader and feature settings, and the code that uses them has no branch for it ----------------------
+
+
+class _Native(torch.nn.Module):
+    def __init__(self, **config):
+        super().__init__()
+        self.config = {"model_type": "native", **config}
+        self.proj = torch.nn.Linear(4, 4)
+
+
+def fake_builder(model_class=None, **config):
+    return _Native(built_as=model_class, **config)
+
+
+def fake_loader(path, model_class=None):
+    return _Native(loaded_from=str(path))
+
+
+@pytest.fixture
+def native(monkeypatch, tiny_dir):
+    import dataclasses
+
+    import surgeon.anatomy as anatomy
+    from surgeon.anatomy import Tiny
+
+    fam = dataclasses.replace(FAMILIES["hubert"], name="native", model_types=("native",),
+                              tiny=Tiny(None, None, {"width": 4}, builder=(__name__, "fake_builder")),
+                              loader=(__name__, "fake_loader"), feature_settings={"norm_mean": 15.4, "norm_std": 6.5},
+                              frontend="fbank")
+    monkeypatch.setitem(anatomy.FAMILIES, "native", fam)
+    return fam
+
+
+def test_a_family_outside_transformers_builds_loads_and_sets_its_features(native, tmp_path):
+    from surgeon.data.features import feature_spec_for
+    from surgeon.hf import load_pretrained
+    from surgeon.tiny import build_tiny
+
+    model = build_tiny("native", model_class="NativeForClassification")
+    assert model.config == {"model_type": "native", "width": 4, "built_as": "NativeForClassification"}
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({"model_type": "native"}))
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, tmp_path / "ckpt" / "model.safetensors")
+    assert load_pretrained(tmp_path / "ckpt").config["loaded_from"] == str(tmp_path / "ckpt")
+    spec = feature_spec_for({"max_length": 100}, "native")
+    assert (spec.kind, spec.norm_mean, spec.norm_std, spec.max_frames) == ("fbank", 15.4, 6.5, 100)

@@ -65,6 +65,13 @@ class FeatureSpec:
         settings["version"] = 1  # bump when the computation itself changes
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
+    def describe(self) -> str:
+        if self.kind == "fbank":
+            return f"fbank {self.max_frames} frames x {self.num_mel_bins} mel"
+        if self.kind == "logmel":
+            return f"Whisper log-mel {self.num_mel_bins} mel x {self.max_frames} frames"
+        return f"waveform at {self.sample_rate} Hz"
+
     @property
     def augments(self) -> bool:
         return self.kind == "fbank" and (self.freq_mask > 0 or self.time_mask > 0)
@@ -104,7 +111,7 @@ def feature_spec_for(model_config: dict, family_name: str, **overrides) -> Featu
         audio = [n for n, f in FAMILIES.items() if FRONTENDS[f.frontend].features]
         raise SurgeonError(f"model: no audio features for family {family_name!r}; "
                            f"expected one of {', '.join(audio)}")
-    return FeatureSpec(**{**base, **overrides})
+    return FeatureSpec(**{**base, **family.feature_settings, **overrides})
 
 
 def logmel_settings(model_config: dict, pre: dict) -> dict:

@@ -53,7 +53,7 @@ class ModelSection(Section):
         default_factory=dict, description="Config overrides of a model built here (tiny, imagenet-vit).")
     surgery: Optional[str] = Field(None, description="Start from a saved surgery (an `inject --out` directory).")
     init: Literal["pretrained", "imagenet-vit"] = Field(
-        "pretrained", description="imagenet-vit: an AST initialised from the ViT named in `vit_ref` (paper 004).")
+        "pretrained", description="imagenet-vit: an AST initialised from the ViT or DeiT named in `vit_ref` (paper 004).")
     vit_ref: Optional[str] = None
 
     @model_validator(mode="after")
