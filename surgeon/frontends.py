@@ -12,23 +12,10 @@
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Frontend:
-    features: str | None  # FeatureSpec.kind the data computes; None for inputs that are not audio
-    input_name: str  # the model's keyword for it
-
-
-FRONTENDS = {
-    "fbank": Frontend("fbank", "input_values"),
-    "image": Frontend("fbank", "pixel_values"),
-    "waveform": Frontend("waveform", "input_values"),
-    "logmel": Frontend("logmel", "input_features"),
-    "tokens": Frontend(None, "input_ids"),
-}
+from typing import Callable
 
 
 def unwrap(model):
@@ -37,8 +24,9 @@ def unwrap(model):
     return getattr(model, "_orig_mod", model)
 
 
-def _accepts(model, name: str) -> bool:
-    return name in inspect.signature(type(model).forward).parameters
+@functools.lru_cache(maxsize=None)
+def _parameters(cls) -> frozenset:
+    return frozenset(inspect.signature(cls.forward).parameters)
 
 
 def image_from_fbank(model, fbank):
@@ -47,21 +35,45 @@ def image_from_fbank(model, fbank):
     return fbank.transpose(1, 2).unsqueeze(1).expand(-1, channels, -1, -1)
 
 
+def _as_is(model, batch, name: str) -> dict:
+    return {name: batch["input_values"]}
+
+
+def _with_mask(model, batch, name: str) -> dict:
+    kwargs = {name: batch["input_values"]}
+    if "attention_mask" in batch:
+        kwargs["attention_mask"] = batch["attention_mask"]
+    return kwargs
+
+
+def _as_image(model, batch, name: str) -> dict:
+    model = unwrap(model)
+    x = image_from_fbank(model, batch["input_values"])
+    configured = model.config.image_size
+    configured = tuple(configured) if isinstance(configured, (list, tuple)) else (configured, configured)
+    kwargs = {name: x}
+    if tuple(x.shape[-2:]) != configured and "interpolate_pos_encoding" in _parameters(type(model)):
+        kwargs["interpolate_pos_encoding"] = True  # relative or interpolated positions (BEiT)
+    return kwargs
+
+
+@dataclass(frozen=True)
+class Frontend:
+    features: str | None  # FeatureSpec.kind the data computes; None for inputs that are not audio
+    input_name: str  # the model's keyword for it
+    inputs: Callable[..., dict] = _as_is  # (model, batch, input_name) -> the model's keyword arguments
+
+
+FRONTENDS = {
+    "fbank": Frontend("fbank", "input_values"),
+    "image": Frontend("fbank", "pixel_values", _as_image),
+    "waveform": Frontend("waveform", "input_values", _with_mask),
+    "logmel": Frontend("logmel", "input_features"),
+    "tokens": Frontend(None, "input_ids"),
+}
+
+
 def model_inputs(model, family, batch) -> dict:
     """Keyword arguments of `model` (of `family`) for a collated batch."""
     frontend = FRONTENDS[family.frontend]
-    x = batch["input_values"]
-    if family.frontend == "image":
-        model = unwrap(model)
-        x = image_from_fbank(model, x)
-        size = tuple(x.shape[-2:])
-        configured = model.config.image_size
-        configured = tuple(configured) if isinstance(configured, (list, tuple)) else (configured, configured)
-        kwargs = {frontend.input_name: x}
-        if size != configured and _accepts(model, "interpolate_pos_encoding"):
-            kwargs["interpolate_pos_encoding"] = True  # relative or interpolated positions (BEiT)
-        return kwargs
-    kwargs = {frontend.input_name: x}
-    if "attention_mask" in batch and family.frontend == "waveform":
-        kwargs["attention_mask"] = batch["attention_mask"]
-    return kwargs
+    return frontend.inputs(model, batch, frontend.input_name)

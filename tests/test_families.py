@@ -13,6 +13,8 @@ import torch
 from surgeon.anatomy import FAMILIES, LINEAR_ROLES
 from surgeon.io.checkpoint import Checkpoint
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 NEW = ("deit", "beit", "data2vec-vision", "dinov2", "roberta", "electra", "distilbert",
        "wavlm", "unispeech-sat", "data2vec-audio", "whisper")
 QKV = ("q", "k", "v")
@@ -197,11 +199,11 @@ def test_models_lists_the_new_aliases(cli):
 
 # -- recipes name these models, with their front end ------------------------------------------------
 
-FRONT_ENDS = {  # family -> (task model class the recipe loads, feature kind, feature shape of a 1 s clip)
+FRONT_ENDS = {  # family -> (task model class the recipe loads, feature kind, feature shape of a 0.25 s clip)
     "deit": ("DeiTForImageClassification", "fbank", (100, 128)),
     "beit": ("BeitForImageClassification", "fbank", (100, 128)),
-    "wavlm": ("WavLMForSequenceClassification", "waveform", (16000,)),
-    "data2vec-audio": ("Data2VecAudioForSequenceClassification", "waveform", (16000,)),
+    "wavlm": ("WavLMForSequenceClassification", "waveform", (4000,)),
+    "data2vec-audio": ("Data2VecAudioForSequenceClassification", "waveform", (4000,)),
     "whisper": ("WhisperForAudioClassification", "logmel", (80, 100)),
 }
 
@@ -224,13 +226,13 @@ placement = "houlsby"
 [data]
 format = "synthetic"
 max_frames = 100
-options = {{ num_classes = 3, per_class = 3, seconds = 1.0 }}
+options = {{ num_classes = 3, per_class = 3, seconds = 0.25 }}
 [train]
 epochs = 1
 batch_size = 2
 """)
     recipe = load_recipe(tmp_path / "r.toml")
-    index = load_index("synthetic", None, num_classes=3, per_class=3, seconds=1.0)
+    index = load_index("synthetic", None, num_classes=3, per_class=3, seconds=0.25)
     model, spec, _ = build_model(recipe, index.classes, feature_spec=lambda m: feature_spec(recipe, m))
     assert type(model).__name__ == cls and spec.kind == kind
     data = AudioDataset(index.items[:2], spec, synthetic=index.synthetic)

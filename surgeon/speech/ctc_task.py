@@ -133,7 +133,7 @@ class CTCTask:
         from surgeon.hf import family_of_model
 
         mask = batch.get("attention_mask")
-        pass_mask = mask is not None and family_of_model(m).takes_padding_mask(m.config.to_dict())
+        pass_mask = mask is not None and family_of_model(m).takes_padding_mask(vars(m.config))
         logits = model(batch["input_values"], attention_mask=mask if pass_mask else None).logits
         frames = logits.shape[1]
         if mask is not None:
