@@ -40,8 +40,6 @@ ATTENTION_ROLES = ("q", "k", "v", "o")
 LINEAR_ROLES = ("q", "k", "v", "o", "ffn_in", "ffn_out")
 NORM_ROLES = ("attn_norm", "ffn_norm")
 SUBLAYER_ROLES = ("attn", "ffn")
-# input front ends (surgeon.frontends): what a family's models read
-FRONTENDS = ("fbank", "image", "waveform", "logmel", "tokens")
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,7 @@ class Family:
     disk: Naming
     memory: Naming
     modality: str  # "audio" | "speech" | "image" | "text": what the model's input is
-    frontend: str  # how inputs reach it: one of FRONTENDS (surgeon.frontends)
+    frontend: str  # how inputs reach it: a name in surgeon.frontends.FRONTENDS (fbank, image, waveform, ...)
     tiny: Tiny
     # task name -> transformers class (surgeon.train.tasks); a task missing here is not available
     tasks: Mapping[str, str] = field(default_factory=dict)

@@ -179,6 +179,10 @@ def test_records_name_real_transformers_classes(family):
         cls = getattr(transformers, name)
         assert cls.config_class.model_type in fam.model_types, (task, name)
     assert set(fam.config_keys) == {"num_layers", "hidden_size", "num_heads", "intermediate_size"}
+    from surgeon.frontends import FRONTENDS
+
+    assert fam.frontend in FRONTENDS and set(fam.label_heads) <= set(fam.heads)
+    assert bool(fam.tasks) == (FRONTENDS[fam.frontend].features is not None)  # audio models train
     assert set(LINEAR_ROLES) <= set(fam.disk.roles) and set(LINEAR_ROLES) <= set(fam.memory.roles)
 
 

@@ -278,6 +278,7 @@ def test_whisper_ffn_span_is_the_whole_feed_forward(bases, insertion, position):
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
 
 
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")  # WavLM's own attention
 def test_wavlm_lora_reaches_its_fused_attention(bases):
     """WavLM's attention reads the projection weights directly; with LoRA its output is the attention of
     W + s B A for every adapted projection."""
@@ -294,9 +295,13 @@ def test_wavlm_lora_reaches_its_fused_attention(bases):
             randomise(lora, seed=len(role))
             getattr(merged, role).weight += lora.scaling * lora.lora_B @ lora.lora_A
         x = torch.randn(2, 9, 32)
-        got, _, bias = attn(x)
-        want, _, _ = merged(x, position_bias=bias)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        mask = torch.ones(2, 9, dtype=torch.long)
+        mask[1, 6:] = 0  # a padded item
+        for m in (None, mask):
+            got, weights, bias = attn(x, attention_mask=m)
+            want, want_weights, _ = merged(x, attention_mask=m, position_bias=bias)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+            torch.testing.assert_close(weights, want_weights, atol=1e-6, rtol=0)
 
 
 def test_deit_distilled_heads_both_fit_the_classes(bases):

@@ -37,7 +37,9 @@ def wavlm_attention(module, hidden_states, attention_mask, gated_position_bias):
         weights = torch.nn.functional.dropout(weights, p=module.dropout)
     out = torch.bmm(weights, v).transpose(0, 1).reshape(tgt_len * bsz, embed)
     out = module.out_proj(out).view(tgt_len, bsz, embed).transpose(0, 1)
-    return out, weights.view(bsz, heads, tgt_len, tgt_len).mean(dim=1)
+    # head-averaged weights, broadcast back over the heads (as WavLM returns them)
+    averaged = weights.view(bsz, heads, tgt_len, tgt_len).mean(dim=1)
+    return out, averaged[:, None].broadcast_to(bsz, heads, tgt_len, tgt_len)
 
 
 wavlm_attention.attribute = "torch_multi_head_self_attention"  # the bound method it stands in for
