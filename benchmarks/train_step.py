@@ -42,10 +42,10 @@ def child(name: str, steps: int, batch: int, cache: str) -> dict:
     from surgeon.train.dist import Runtime
     from surgeon.train.loop import make_loader, to_device
     from surgeon.train.optim import build_optimizer
-    from surgeon.train.tasks import TASKS
+    from surgeon.train.tasks import get_task
 
     torch.manual_seed(0)
-    task = TASKS["classification"]
+    task = get_task("classification")
     index = load_index("synthetic", None, num_classes=5, per_class=(steps + 2) * batch, seconds=1.0)
     spec = feature_spec_for({"max_length": 100}, "ast")
     dataset = AudioDataset(index.items, spec, cache_dir=cache, train=True, synthetic=index.synthetic)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from surgeon.anatomy import Family, family_from_config
+from surgeon.anatomy import Family, family_by_layout_type, family_by_type, family_from_keys
 from surgeon.errors import SurgeonError
 
 
@@ -38,6 +38,9 @@ def load_pretrained(ref: str | os.PathLike, model_class: type | str | None = Non
 
     quiet_transformers()
     path = resolve(ref)
+    loader = _family_loader(path)
+    if loader is not None:  # a family that transformers does not implement loads its own way
+        return loader(path, model_class=model_class, **kwargs).eval()
     if not path.is_dir():
         raise SurgeonError(f"{path}: loading a model needs a model directory with config.json")
     ckpt = Checkpoint.open(path)  # validates headers and refuses pickles before transformers sees them
@@ -54,14 +57,62 @@ def load_pretrained(ref: str | os.PathLike, model_class: type | str | None = Non
     return model.eval()
 
 
+def _family_loader(path: Path):
+    """The loader function of the checkpoint's family when it has one (Family.loader), else None."""
+    from importlib import import_module
+
+    from surgeon.anatomy import FAMILIES
+
+    if not any(f.loader for f in FAMILIES.values()):
+        return None
+    from surgeon.io.checkpoint import Checkpoint
+
+    try:
+        family = Checkpoint.open(path).family
+    except SurgeonError:
+        return None
+    if family.loader is None:
+        return None
+    module, name = family.loader
+    return getattr(import_module(module), name)
+
+
 def family_of_model(model) -> Family:
-    return family_from_config(model.config.to_dict(), source=type(model).__name__)
+    """The model's family: by its config's model_type, else by the layout of its parameter names (an
+    unknown model_type whose modules follow a known family's, such as CamemBERT's)."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None) if config is not None else None
+    if isinstance(config, dict):
+        model_type = config.get("model_type")
+    family = family_by_type(model_type) or family_by_layout_type(model_type)
+    if family is not None:
+        return family
+    cached = model.__dict__.get(_LAYOUT)
+    if cached is None or cached[0] != model_type:
+        try:
+            found = family_from_keys(model.state_dict().keys(), source=type(model).__name__)
+        except SurgeonError:
+            raise SurgeonError(f"{type(model).__name__}: unknown architecture model_type={model_type!r} and its "
+                               f"modules follow no known layout") from None
+        cached = model.__dict__[_LAYOUT] = (model_type, found.name)
+    from surgeon.anatomy import FAMILIES
+
+    return FAMILIES[cached[1]]
+
+
+_LAYOUT = "_surgeon_layout"  # (model_type, family name) found from a model's parameter names
 
 
 def base_prefix(model, family: Family | None = None) -> str:
-    """'' when `model` is the base model itself, else '<base_prefix>.' (e.g. 'hubert.')."""
+    """'' when `model` is the base model itself, else '<base_prefix>.' (e.g. 'hubert.'); for a model read
+    through its layout (a CamemBERT as a RoBERTa), the prefix its parameter names show."""
     family = family or family_of_model(model)
-    return f"{family.base_prefix}." if hasattr(model, family.base_prefix) else ""
+    if hasattr(model, family.base_prefix):
+        return f"{family.base_prefix}."
+    if family_by_type(getattr(model.config, "model_type", None)) is family:
+        return ""
+    found = family.fit(model.state_dict().keys())
+    return found[1] if found else ""
 
 
 def layer_module_path(model, family: Family, i: int, role: str | None = None) -> str:

@@ -22,7 +22,8 @@ class Alias:
     used_in: str
 
 
-# The checkpoints the papers used.
+# The checkpoints the papers used, then the usual Hub checkpoint of every other family (and of the
+# models read through a family's layout: CamemBERT as RoBERTa, UniSpeech as UniSpeech-SAT).
 ALIASES: dict[str, Alias] = {
     a.name: a
     for a in (
@@ -31,6 +32,29 @@ ALIASES: dict[str, Alias] = {
         Alias("bert", "google-bert/bert-large-uncased", "bert", 24, "MAM source for speech recognition (003)"),
         Alias("hubert", "facebook/hubert-large-ls960-ft", "hubert", 24, "MAM target for speech recognition (003)"),
         Alias("wav2vec2", "facebook/wav2vec2-base", "wav2vec2", 12, "PETL ablation backbone (001)"),
+        # text sources
+        Alias("roberta", "FacebookAI/roberta-base", "roberta", 12, "text source"),
+        Alias("xlm-roberta", "FacebookAI/xlm-roberta-base", "roberta", 12, "text source (multilingual)"),
+        Alias("camembert", "almanach/camembert-base", "roberta", 12, "text source (French; RoBERTa layout)"),
+        Alias("distilbert", "distilbert/distilbert-base-uncased", "distilbert", 6, "text source"),
+        Alias("sbert-distilbert", "sentence-transformers/multi-qa-distilbert-cos-v1", "distilbert", 6,
+              "text source (sentence-transformers)"),
+        Alias("electra", "google/electra-base-discriminator", "electra", 12, "text source"),
+        # image sources
+        Alias("deit", "facebook/deit-base-distilled-patch16-384", "deit", 12,
+              "image source; the ImageNet model AST is initialised from"),
+        Alias("beit", "microsoft/beit-base-patch16-224", "beit", 12, "image source"),
+        Alias("dinov2", "facebook/dinov2-base", "dinov2", 12, "image source"),
+        Alias("data2vec-vision", "facebook/data2vec-vision-base-ft1k", "data2vec-vision", 12, "image source"),
+        # speech targets
+        Alias("wavlm", "microsoft/wavlm-base-plus", "wavlm", 12, "speech target"),
+        Alias("wavlm-large", "microsoft/wavlm-large", "wavlm", 24, "speech target"),
+        Alias("data2vec-audio", "facebook/data2vec-audio-base-960h", "data2vec-audio", 12, "speech target (CTC)"),
+        Alias("unispeech-sat", "microsoft/unispeech-sat-base-plus", "unispeech-sat", 12, "speech target"),
+        Alias("unispeech", "microsoft/unispeech-large-1500h-cv", "unispeech-sat", 24,
+              "speech target (UniSpeech-SAT layout)"),
+        Alias("whisper-small", "openai/whisper-small", "whisper", 12, "speech target (encoder; BERT-base width)"),
+        Alias("whisper-base", "openai/whisper-base", "whisper", 6, "speech target (encoder)"),
     )
 }
 

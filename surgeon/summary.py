@@ -9,6 +9,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from surgeon.anatomy import layout_note
 from surgeon.errors import SurgeonError
 from surgeon.io.checkpoint import Checkpoint
 from surgeon.io.writer import INDEX_NAME
@@ -74,6 +75,9 @@ def summarize(ckpt: Checkpoint) -> dict:
         "path": str(ckpt.path),
         "format": ckpt.format,
         "family": family.name if family else None,
+        "model_type": (ckpt.config or {}).get("model_type"),
+        # set when the family was found by the keys' layout, the model_type being unknown
+        "layout": layout_note(family, ckpt.config) if family else None,
         "modality": family.modality if family else None,
         "key_scheme": ckpt.scheme if family else None,
         "prefix": ckpt.prefix if family else None,

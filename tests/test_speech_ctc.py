@@ -70,11 +70,11 @@ def test_cer_falls_when_fine_tuning(tmp_path):
 
 
 def test_speech_formats_are_registered():
-    from surgeon.data.registry import DATASETS, NEEDS_ROOT
+    from surgeon.data.registry import NEEDS_ROOT, reader
     from surgeon.speech.datasets import READERS
 
-    for name, reader in READERS.items():
-        assert DATASETS[name] is reader and name in NEEDS_ROOT
+    for name, read in READERS.items():
+        assert reader(name) is read and name in NEEDS_ROOT
 
 
 def test_recipe_loop_with_learnable_mam(tmp_path, tiny_dir):

@@ -55,9 +55,9 @@ def test_confusion_tally_metrics():
 @pytest.mark.parametrize("family", ["ast", "wav2vec2"])
 def test_classification_head_fits_the_classes(family):
     from surgeon.tiny import build_tiny
-    from surgeon.train.tasks import TASKS
+    from surgeon.train.tasks import get_task
 
-    task = TASKS["classification"]
+    task = get_task("classification")
     model = build_tiny(family, model_class=task.model_class(family))
     task.prepare(model, ["a", "b", "c", "d", "e", "f", "g"])
     assert model.config.num_labels == 7 and model.config.id2label[6] == "g"

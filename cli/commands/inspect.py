@@ -40,7 +40,8 @@ def _render(doc: dict, show_tensors: bool) -> None:
     info.add_column()
     rows = [
         ("format", doc["format"] + (f" ({len(doc['shards'])} shards)" if len(doc["shards"]) > 1 else "")),
-        ("family", f"{doc['family']} ({doc['modality']}), {doc['key_scheme']} key names, prefix '{doc['prefix']}'"),
+        ("family", f"{doc['layout'] or doc['family']} ({doc['modality']}), {doc['key_scheme']} key names, "
+                   f"prefix '{doc['prefix']}'"),
         ("architectures", ", ".join(doc["architectures"] or []) or "-"),
         ("layers", str(doc["num_layers"])),
         ("hidden / heads / ffn", f"{doc['hidden_size']} / {doc['num_heads'] or '-'} / {doc['intermediate_size']}"),

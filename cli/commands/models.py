@@ -1,4 +1,5 @@
-"""`surgeon models` (the aliases of the papers' checkpoints) and `surgeon tiny` (offline test models)."""
+"""`surgeon models` (the aliases of the papers' and every family's usual checkpoints) and `surgeon tiny`
+(offline test models)."""
 from __future__ import annotations
 
 import typer
@@ -7,11 +8,11 @@ from surgeon_cli.render import console, print_json
 
 
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """List the model aliases and whether each is in the local Hugging Face cache."""
+    """List the model aliases (family, role, layers) and whether each is in the local Hugging Face cache."""
     from surgeon.refs import ALIASES, cached_snapshot
 
     rows = [
-        {"alias": a.name, "hub_id": a.hub_id, "family": a.family, "used_in": a.used_in,
+        {"alias": a.name, "hub_id": a.hub_id, "family": a.family, "num_layers": a.num_layers, "used_in": a.used_in,
          "cached": str(cached_snapshot(a.hub_id) or "")}
         for a in ALIASES.values()
     ]
@@ -20,14 +21,15 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
         return
     from rich.table import Table
 
-    table = Table("alias", "checkpoint", "family", "used in", "local cache", box=None, header_style="bold")
+    table = Table("alias", "checkpoint", "family", "layers", "used in", "local cache", box=None, header_style="bold")
     for r in rows:
-        table.add_row(r["alias"], r["hub_id"], r["family"], r["used_in"], r["cached"] or "[dim]not cached[/dim]")
+        table.add_row(r["alias"], r["hub_id"], r["family"], str(r["num_layers"]), r["used_in"],
+                      r["cached"] or "[dim]not cached[/dim]")
     console().print(table)
 
 
 def tiny(
-    family: str = typer.Argument(..., help="ast, vit, bert, hubert or wav2vec2."),
+    family: str = typer.Argument(..., help="A model family (the `surgeon models` families: ast, hubert, whisper, ...)."),
     out: str = typer.Option(..., "--out", "-o", help="Directory to write (save_pretrained layout)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation."),

@@ -1,4 +1,5 @@
-"""What the model sees: the AST log-mel filterbank or the raw waveform, and how audio is read.
+"""What the model sees: the AST log-mel filterbank, the raw waveform or Whisper's log-mel spectrogram,
+and how audio is read. Which one a model takes is its family's front end (surgeon.frontends).
 
 FeatureSpec holds every setting; `cache_key()` hashes the ones that change the features, so the
 on-disk cache (cache.py) is invalidated when any of them changes. SpecAugment settings are not part
@@ -6,6 +7,7 @@ of the key: masking is applied after the cache, on training items only.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
@@ -18,15 +20,16 @@ TARGET_RATE = 16000
 # AST's normalisation statistics (AudioSet), used by the papers for every dataset
 AST_MEAN, AST_STD = -4.2677393, 4.5689974
 
-FBANK_FAMILIES = ("ast", "vit")
-WAVEFORM_FAMILIES = ("hubert", "wav2vec2")
+FEATURE_KINDS = ("fbank", "waveform", "logmel")
+# Whisper's short-time Fourier transform (WhisperFeatureExtractor's defaults, the same in every checkpoint)
+WHISPER_N_FFT, WHISPER_HOP = 400, 160
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    kind: Literal["fbank", "waveform"] = "fbank"
+    kind: Literal["fbank", "waveform", "logmel"] = "fbank"
     sample_rate: int = TARGET_RATE
-    max_frames: int = 1024  # fbank: frames of 10 ms; padded or cut
+    max_frames: int = 1024  # fbank and logmel: frames of 10 ms; padded or cut
     max_seconds: float | None = None  # waveform: pad/cut length (None: keep, collate pads)
     num_mel_bins: int = 128
     norm_mean: float = AST_MEAN
@@ -36,8 +39,8 @@ class FeatureSpec:
     time_mask: int = 0
 
     def __post_init__(self):
-        if self.kind not in ("fbank", "waveform"):
-            raise SurgeonError(f"data.features: unknown kind {self.kind!r}; expected 'fbank' or 'waveform'")
+        if self.kind not in FEATURE_KINDS:
+            raise SurgeonError(f"data.features: unknown kind {self.kind!r}; expected one of {', '.join(FEATURE_KINDS)}")
         if self.sample_rate <= 0 or self.max_frames <= 0 or self.num_mel_bins <= 0:
             raise SurgeonError("data.features: sample_rate, max_frames and num_mel_bins must be positive")
         if self.max_seconds is not None and self.max_seconds <= 0:
@@ -53,11 +56,21 @@ class FeatureSpec:
         if self.kind == "fbank":
             for name in ("max_seconds", "normalize_waveform"):
                 settings.pop(name)
+        elif self.kind == "logmel":
+            for name in ("max_seconds", "normalize_waveform", "norm_mean", "norm_std"):
+                settings.pop(name)
         else:
             for name in ("max_frames", "num_mel_bins", "norm_mean", "norm_std"):
                 settings.pop(name)
         settings["version"] = 1  # bump when the computation itself changes
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        if self.kind == "fbank":
+            return f"fbank {self.max_frames} frames x {self.num_mel_bins} mel"
+        if self.kind == "logmel":
+            return f"Whisper log-mel {self.num_mel_bins} mel x {self.max_frames} frames"
+        return f"waveform at {self.sample_rate} Hz"
 
     @property
     def augments(self) -> bool:
@@ -65,28 +78,52 @@ class FeatureSpec:
 
 
 def feature_spec_for(model_config: dict, family_name: str, **overrides) -> FeatureSpec:
-    """The features a model of `family_name` expects: the AST fbank for ast/vit (max_frames from
-    config.max_length unless overridden), the waveform for hubert/wav2vec2 (normalised when the
-    config's feature extractor uses layer norm, as the large checkpoints' do_normalize says, unless
-    `normalize_waveform` is given; pass `preprocessor_config` (preprocessor_config.json as a dict)
-    to take do_normalize and the sampling rate from it)."""
+    """The features a model of `family_name` expects, from its family's front end:
+    - fbank (AST, and the image families on the fbank grid): max_frames from config.max_length
+      unless overridden;
+    - waveform (the speech encoders): normalised when the family trains with padding masks (layer-norm
+      feature encoders, as the large checkpoints' do_normalize says) unless `normalize_waveform` is
+      given;
+    - logmel (Whisper): num_mel_bins and the frames its encoder takes (2 per position).
+    Pass `preprocessor_config` (preprocessor_config.json as a dict) to take do_normalize and the
+    sampling rate from it."""
+    from surgeon.anatomy import FAMILIES, get_family
+    from surgeon.frontends import FRONTENDS
+
     known = {f.name for f in fields(FeatureSpec)} | {"preprocessor_config"}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise SurgeonError(f"data.features: unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
     pre = overrides.pop("preprocessor_config", None) or {}
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if family_name in FBANK_FAMILIES:
+    family = get_family(family_name)
+    kind = FRONTENDS[family.frontend].features
+    if kind == "fbank":
         base = dict(kind="fbank", max_frames=int(model_config.get("max_length", 1024)),
                     num_mel_bins=int(model_config.get("num_mel_bins", 128)))
-    elif family_name in WAVEFORM_FAMILIES:
-        do_normalize = pre.get("do_normalize", model_config.get("feat_extract_norm") == "layer")
+    elif kind == "waveform":
+        do_normalize = pre.get("do_normalize", family.takes_padding_mask(model_config))
         base = dict(kind="waveform", normalize_waveform=bool(do_normalize),
                     sample_rate=int(pre.get("sampling_rate", TARGET_RATE)))
+    elif kind == "logmel":
+        base = logmel_settings(model_config, pre)
     else:
+        audio = [n for n, f in FAMILIES.items() if FRONTENDS[f.frontend].features]
         raise SurgeonError(f"model: no audio features for family {family_name!r}; "
-                           f"expected one of {', '.join(FBANK_FAMILIES + WAVEFORM_FAMILIES)}")
-    return FeatureSpec(**{**base, **overrides})
+                           f"expected one of {', '.join(audio)}")
+    return FeatureSpec(**{**base, **family.feature_settings, **overrides})
+
+
+def logmel_settings(model_config: dict, pre: dict) -> dict:
+    """Whisper's features: num_mel_bins bands over the frames its encoder takes (two per position, 3000
+    for 30 s); a preprocessor config with another STFT is refused rather than silently changed."""
+    n_fft, hop = pre.get("n_fft", WHISPER_N_FFT), pre.get("hop_length", WHISPER_HOP)
+    if (n_fft, hop) != (WHISPER_N_FFT, WHISPER_HOP):
+        raise SurgeonError(f"preprocessor_config.json: n_fft {n_fft} and hop_length {hop} differ from Whisper's "
+                           f"{WHISPER_N_FFT} and {WHISPER_HOP}, which surgeon computes")
+    mels = int(pre.get("feature_size", model_config.get("num_mel_bins", 80)))
+    frames = 2 * int(model_config.get("max_source_positions", 1500))
+    return dict(kind="logmel", num_mel_bins=mels, max_frames=frames, sample_rate=int(pre.get("sampling_rate", TARGET_RATE)))
 
 
 # -- audio ---------------------------------------------------------------------------------------
@@ -170,5 +207,26 @@ def waveform(wav, spec: FeatureSpec):
     return wav.contiguous()
 
 
+def logmel(wav, spec: FeatureSpec):
+    """Whisper's log-mel spectrogram [num_mel_bins, max_frames], computed by transformers'
+    WhisperFeatureExtractor itself (zero-padded or cut to max_frames, log10, clamped to 8 below the
+    maximum, scaled as (x + 4) / 4)."""
+    samples = spec.max_frames * WHISPER_HOP
+    out = _whisper_extractor(spec.num_mel_bins, spec.sample_rate)(wav.numpy(), sampling_rate=spec.sample_rate, max_length=samples, padding="max_length",
+                    truncation=True, return_tensors="pt")
+    return out["input_features"][0].float().contiguous()
+
+
+@functools.lru_cache(maxsize=4)
+def _whisper_extractor(num_mel_bins: int, sample_rate: int):
+    from transformers import WhisperFeatureExtractor
+
+    return WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=sample_rate, hop_length=WHISPER_HOP,
+                                   n_fft=WHISPER_N_FFT)
+
+
+COMPUTE = {"fbank": fbank, "waveform": waveform, "logmel": logmel}
+
+
 def compute_features(wav, spec: FeatureSpec):
-    return fbank(wav, spec) if spec.kind == "fbank" else waveform(wav, spec)
+    return COMPUTE[spec.kind](wav, spec)

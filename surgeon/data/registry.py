@@ -6,39 +6,37 @@ without torch.
 """
 from __future__ import annotations
 
-import difflib
 import inspect
+from importlib import import_module
 from pathlib import Path
 
-from surgeon.data.epicsounds import read_epic_sounds
-from surgeon.data.esc50 import read_esc50
-from surgeon.data.fluent import read_fluent
-from surgeon.data.folder import read_folder
-from surgeon.data.iemocap import read_iemocap
-from surgeon.data.manifest import read_manifest
-from surgeon.data.speechcommands import read_speechcommands
-from surgeon.data.synthetic import read_synthetic
 from surgeon.data.types import DatasetIndex
-from surgeon.data.urbansound8k import read_urbansound8k
 from surgeon.errors import SurgeonError
 from surgeon.errors import did_you_mean as _did_you_mean
-# transcribed-speech readers (LJ Speech, VCTK, path,text manifests) live with the speech task
-from surgeon.speech.datasets import READERS as SPEECH_READERS
 
+# data.format -> (module, reader function), imported when the format is used; the transcribed-speech
+# readers (LJ Speech, VCTK, path,text manifests) live with the speech task, which imports the data layer
 DATASETS = {
-    "esc50": read_esc50,
-    "urbansound8k": read_urbansound8k,
-    "speechcommands": read_speechcommands,
-    "fluent": read_fluent,
-    "iemocap": read_iemocap,
-    "epicsounds": read_epic_sounds,
-    "manifest": read_manifest,
-    "folder": read_folder,
-    "synthetic": read_synthetic,
+    "esc50": ("surgeon.data.esc50", "read_esc50"),
+    "urbansound8k": ("surgeon.data.urbansound8k", "read_urbansound8k"),
+    "speechcommands": ("surgeon.data.speechcommands", "read_speechcommands"),
+    "fluent": ("surgeon.data.fluent", "read_fluent"),
+    "iemocap": ("surgeon.data.iemocap", "read_iemocap"),
+    "epicsounds": ("surgeon.data.epicsounds", "read_epic_sounds"),
+    "manifest": ("surgeon.data.manifest", "read_manifest"),
+    "folder": ("surgeon.data.folder", "read_folder"),
+    "synthetic": ("surgeon.data.synthetic", "read_synthetic"),
+    "ljspeech": ("surgeon.speech.datasets", "read_ljspeech"),
+    "vctk": ("surgeon.speech.datasets", "read_vctk"),
+    "transcripts": ("surgeon.speech.datasets", "read_transcripts"),
 }
-
-DATASETS.update(SPEECH_READERS)
 NEEDS_ROOT = {name for name in DATASETS if name != "synthetic"}
+
+
+def reader(format: str):
+    """The reader function of a format."""
+    module, name = DATASETS[format]
+    return getattr(import_module(module), name)
 
 
 def did_you_mean(word: str, choices) -> str:
@@ -48,13 +46,13 @@ def did_you_mean(word: str, choices) -> str:
 
 def reader_options(format: str) -> list[str]:
     """The options a reader accepts (keyword-only parameters)."""
-    params = inspect.signature(DATASETS[format]).parameters.values()
+    params = inspect.signature(reader(format)).parameters.values()
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
 def _check_type(format: str, name: str, value) -> None:
     """An option takes the type of its default: true/false for booleans (never the string "false")."""
-    default = inspect.signature(DATASETS[format]).parameters[name].default
+    default = inspect.signature(reader(format)).parameters[name].default
     if isinstance(default, bool):
         ok, want = isinstance(value, bool), "true or false"
     elif isinstance(default, int):
@@ -89,4 +87,4 @@ def load_index(format: str, root: Path | str | None, **options) -> DatasetIndex:
             raise SurgeonError(f"{root}: dataset root not found (data.root for format {format})")
     elif root is not None and str(root) != "":
         raise SurgeonError(f"data.root: the {format} format generates its data and takes no root")
-    return DATASETS[format](root, **options)
+    return reader(format)(root, **options)

@@ -122,14 +122,22 @@ class Checkpoint:
         return detect_family(self.config, self.tensors.keys(), source=str(self.path))
 
     @cached_property
+    def _layout(self) -> tuple[str, str] | None:
+        return self.family.fit(self.tensors.keys())  # (scheme, prefix) of a complete layer layout
+
+    @cached_property
     def prefix(self) -> str:
         """Text before the layer list in this checkpoint's keys ('bert.' in a task model, '' bare)."""
+        if self._layout:
+            return self._layout[1]
         p = self.family.prefix_in(self.tensors.keys(), "disk")
         return p if p is not None else (self.family.prefix_in(self.tensors.keys(), "memory") or "")
 
     @cached_property
     def scheme(self) -> str:
         """Naming scheme of the keys: 'disk' (classic names) or 'memory' (transformers-5 names)."""
+        if self._layout:
+            return self._layout[0]
         return "disk" if self.family.prefix_in(self.tensors.keys(), "disk") is not None else "memory"
 
     @cached_property

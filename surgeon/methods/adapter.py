@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import nn
-
 from surgeon.errors import SurgeonError
 from surgeon.methods.base import Method
 from surgeon.methods.options import Opt, resolve_options, width
@@ -39,9 +37,7 @@ WIDTH_OPTIONS = {
 def check_sublayer(owner: str, target: Target, location: str) -> None:
     """The hooked module must compute the whole sub-layer (its last Linear maps back to d): BERT's
     FFN role, for one, is only the up-projection."""
-    sub = target.module(0, SUBLAYER_ROLE[location])
-    linears = [m for n, m in sub.named_modules() if isinstance(m, nn.Linear) and "surgeon_" not in n]
-    if linears and linears[-1].out_features != target.hidden_size:
+    if not target.computes_sublayer(SUBLAYER_ROLE[location]):
         raise SurgeonError(f"{owner}: {target.family.name}'s {location} module does not compute the whole sub-layer, "
                            f"so an adapter cannot sit beside it; use --location mhsa")
 

@@ -74,4 +74,5 @@ class LoRAMethod(Method):
                 lora.to(device=linear.weight.device, dtype=linear.weight.dtype)
                 linear.add_module(self.attr, lora)
                 LoRAHook(self.name, self.attr).register(linear)
+            target.route_projections(i, self.name)  # WavLM: its attention must call the hooked Linears
         return []

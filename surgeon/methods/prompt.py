@@ -149,6 +149,9 @@ class PromptMethod(Method):
             opts["num_tokens"] = 25 if opts["deep"] else 300
         if opts["num_tokens"] < 1:
             raise SurgeonError(f"prompt: num_tokens must be at least 1, got {opts['num_tokens']}")
+        if not target.family.extendable_sequence:
+            raise SurgeonError(f"prompt: {target.family.name}'s relative position bias is sized for its patch grid, "
+                               "so no token can join the sequence; use prefix or an adapter")
         if not has_dist(target):
             if opts["dist"] is not None:
                 raise SurgeonError(f"prompt: option dist: {target.family.name} has no distillation token")

@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, StrictBool, Tag, field_validator,
                       model_validator)
 
+from surgeon.anatomy import FAMILIES
 from surgeon.errors import did_you_mean
 
 # The PETL methods of `surgeon inject` (issue 3). Kept here as names so validation needs no torch;
@@ -46,13 +47,13 @@ class Section(BaseModel):
 class ModelSection(Section):
     ref: Optional[str] = Field(None, description="Model directory, Hub id or alias (ast, wav2vec2, ...).")
     task: Literal["classification", "ctc"] = "classification"
-    tiny: Optional[Literal["ast", "vit", "bert", "hubert", "wav2vec2"]] = Field(
+    tiny: Optional[Literal[tuple(FAMILIES)]] = Field(
         None, description="Build a tiny random model of this family from its config (offline).")
     config: dict[str, Union[int, float, bool, str]] = Field(
         default_factory=dict, description="Config overrides of a model built here (tiny, imagenet-vit).")
     surgery: Optional[str] = Field(None, description="Start from a saved surgery (an `inject --out` directory).")
     init: Literal["pretrained", "imagenet-vit"] = Field(
-        "pretrained", description="imagenet-vit: an AST initialised from the ViT named in `vit_ref` (paper 004).")
+        "pretrained", description="imagenet-vit: an AST initialised from the ViT or DeiT named in `vit_ref` (paper 004).")
     vit_ref: Optional[str] = None
 
     @model_validator(mode="after")
@@ -145,7 +146,7 @@ class DataSection(Section):
     sample_rate: Optional[int] = Field(None, gt=0, description="Default: the model's (16 kHz).")
     max_frames: Optional[int] = Field(None, ge=16)
     max_seconds: Optional[float] = Field(None, gt=0)
-    features: Literal["auto", "fbank", "waveform"] = "auto"
+    features: Literal["auto", "fbank", "waveform", "logmel"] = "auto"
     specaugment: Optional[SpecAugment] = None
     on_error: Literal["raise", "skip"] = "raise"
     cache: bool = True

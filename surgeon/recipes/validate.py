@@ -102,8 +102,7 @@ def _check_model(recipe, index, report, offline_model):
         "methods": _methods(model),
     }
     if report.get("data") is not None and spec is not None:
-        report["data"]["features"] = (f"fbank {spec.max_frames} frames x {spec.num_mel_bins} mel" if spec.kind == "fbank"
-                                      else f"waveform at {spec.sample_rate} Hz")
+        report["data"]["features"] = spec.describe()
     if report["model"]["trainable"] == 0:
         report["problems"].append("method: nothing to train (no parameter requires a gradient)")
 

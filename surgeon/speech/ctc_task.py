@@ -1,4 +1,5 @@
-"""The "ctc" task of the training loop: HubertForCTC / Wav2Vec2ForCTC fine-tuned with CTC loss and
+"""The "ctc" task of the training loop: a speech encoder's ...ForCTC model (each family's class is in its
+anatomy record, `Family.tasks["ctc"]`) fine-tuned with CTC loss and
 evaluated by WER and CER with greedy decoding (see surgeon.train.tasks for the protocol).
 
 - Vocabulary: the checkpoint's vocab.json (surgeon.speech.text). A model built from a config without
@@ -8,8 +9,8 @@ evaluated by WER and CER with greedy decoding (see surgeon.train.tasks for the p
   by its target length and averaged over the batch (reduction "mean"), infinite losses (an
   utterance too short for its transcript) zeroed.
 - Frames: the waveform attention mask gives each utterance's number of output frames; padding frames
-  are excluded from the loss and from decoding. Models with a group-norm feature encoder (base
-  checkpoints) do not receive the mask, as they were trained without it.
+  are excluded from the loss and from decoding. Models trained without a mask (a group-norm feature
+  encoder: the base checkpoints; `Family.padding_mask`) do not receive it.
 - Metrics: "wer", "cer", "loss", and the share of substitutions, insertions and deletions among the
   word errors ("word_sub_share", ...) and the character errors ("char_sub_share", ...), paper 003
   Table 6. `CTCTally.details()` adds the worst utterances with reference and hypothesis (Table 4).
@@ -23,7 +24,6 @@ from surgeon.speech import metrics
 from surgeon.speech.decode import greedy_decode
 from surgeon.speech.text import LIBRISPEECH_CHARS, Vocab
 
-MODEL_CLASSES = {"hubert": "HubertForCTC", "wav2vec2": "Wav2Vec2ForCTC"}
 WORST = 10
 
 
@@ -106,10 +106,16 @@ class CTCTask:
     def __init__(self):
         self.vocab: Vocab | None = None  # bound to the model by prepare()
 
-    def model_class(self, family: str) -> str | None:
-        if family not in MODEL_CLASSES:
-            raise SurgeonError(f"model.task = 'ctc' needs a speech model (hubert or wav2vec2), not {family}")
-        return MODEL_CLASSES[family]
+    AUTO = {"speech": "AutoModelForCTC"}  # for model types read through another family's layout
+
+    def model_class(self, family: str, model_type: str | None = None) -> str | None:
+        from surgeon.train.tasks import families_with, model_class_of
+
+        cls = model_class_of(family, self, model_type)
+        if cls is None:
+            raise SurgeonError(f"model.task = 'ctc' needs a speech model with a CTC head "
+                               f"({', '.join(families_with(self.name))}), not {family}")
+        return cls
 
     def prepare(self, model, labels: list[str]) -> None:
         if not hasattr(_unwrap(model), "lm_head"):
@@ -124,8 +130,10 @@ class CTCTask:
     def forward(self, model, batch):
         m = _unwrap(model)
         self._vocab(m)
+        from surgeon.hf import family_of_model
+
         mask = batch.get("attention_mask")
-        pass_mask = mask is not None and m.config.feat_extract_norm == "layer"
+        pass_mask = mask is not None and family_of_model(m).takes_padding_mask(vars(m.config))
         logits = model(batch["input_values"], attention_mask=mask if pass_mask else None).logits
         frames = logits.shape[1]
         if mask is not None:

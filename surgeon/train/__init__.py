@@ -1,6 +1,6 @@
 """Fine-tuning and evaluation from recipes (issues 5 and 7).
 
-tasks.py     what differs between tasks (classification, CTC): head, loss, metrics; the TASKS table
+tasks.py     what differs between tasks (classification, CTC): head, loss, metrics; the TASKS table (lazy)
 optim.py     AdamW with a learning rate per parameter group, cosine schedule stepped per batch
 dist.py      device, precision and TF32; the process group; sums and gathers across processes
 launch.py    --nproc / --nnodes: relaunch through torch's elastic launcher, one error line back

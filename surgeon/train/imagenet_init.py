@@ -1,13 +1,15 @@
-"""An AST initialised from an ImageNet ViT, without audio pre-training (paper 004's backbone).
+"""An AST initialised from an ImageNet ViT or DeiT, without audio pre-training (paper 004's backbone).
 
 Following the AST authors' ImageNet initialisation: the transformer layers and final LayerNorm are
 copied unchanged; the RGB patch projection becomes a one-channel projection by summing its weights
-over the colour channels; the class token is copied and also starts the distillation token (a ViT has
-none); the ViT's square grid of patch positions is bilinearly resized to the spectrogram's
-frequency x time grid (surgeon.positions.resize_grid), so no position is left at zero.
+over the colour channels; the class token is copied, and so is a DeiT's distillation token (a ViT has
+none: its class token starts that one too); the square grid of patch positions is bilinearly resized
+to the spectrogram's frequency x time grid (surgeon.positions.resize_grid), so no position is left at
+zero. Any image family with AST's layer layout and an absolute position table qualifies.
 """
 from __future__ import annotations
 
+from surgeon.anatomy import FAMILIES
 from surgeon.errors import SurgeonError
 
 COPIED_CONFIG = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
@@ -15,18 +17,21 @@ COPIED_CONFIG = ("hidden_size", "num_hidden_layers", "num_attention_heads", "int
 
 
 def ast_from_vit(vit, **config_overrides):
-    """ASTForAudioClassification with the weights of `vit` (a ViT model, or a reference to one)."""
+    """ASTForAudioClassification with the weights of `vit` (a ViT or DeiT model, or a reference to one)."""
     import torch
     import transformers
 
     from surgeon.hf import base_prefix, family_of_model, load_pretrained, quiet_transformers
-    from surgeon.positions import _ast_grid, resize_grid
+    from surgeon.positions import grid_of, patch_axes, resize_grid
 
     quiet_transformers()
     if not isinstance(vit, torch.nn.Module):
         vit = load_pretrained(vit)
-    if family_of_model(vit).name != "vit":
-        raise SurgeonError(f"model.vit_ref: expected a ViT checkpoint, got {type(vit).__name__}")
+    family, ast_family = family_of_model(vit), FAMILIES["ast"]
+    if family.memory != ast_family.memory or family.patch_embedding != ast_family.patch_embedding:
+        raise SurgeonError(f"model.vit_ref: expected an ImageNet ViT or DeiT checkpoint (AST's layout), "
+                           f"got {type(vit).__name__}")
+    special = family.num_special_tokens
     vcfg = vit.config
     settings = {k: getattr(vcfg, k) for k in COPIED_CONFIG if hasattr(vcfg, k)}
     config = transformers.ASTConfig(**{**settings, **config_overrides})
@@ -38,12 +43,15 @@ def ast_from_vit(vit, **config_overrides):
     new = {}
     for name, value in source.items():
         if name == "embeddings.position_embeddings":
-            side = int(round((value.shape[1] - 1) ** 0.5))
-            grid = resize_grid(value, 1, (side, side), _ast_grid(config))
-            new[name] = torch.cat([grid[:, :1], grid], dim=1)  # [CLS, DIST(=CLS), patches]
+            side = int(round((value.shape[1] - special) ** 0.5))
+            grid = resize_grid(value, special, (side, side), grid_of(patch_axes(ast_family, config)))
+            # [CLS, DIST, patches]; a ViT's CLS position starts the DIST one
+            new[name] = grid if special == 2 else torch.cat([grid[:, :1], grid], dim=1)
         elif name == "embeddings.cls_token":
             new[name] = value
-            new["embeddings.distillation_token"] = value.clone()
+            new.setdefault("embeddings.distillation_token", value.clone())
+        elif name == "embeddings.distillation_token":
+            new[name] = value
         elif name == "embeddings.patch_embeddings.projection.weight":
             new[name] = value.sum(dim=1, keepdim=True)
         elif name in target:

@@ -12,16 +12,21 @@ from surgeon.errors import SurgeonError
 
 
 # the offline stand-in (validate --offline-model tiny): small, but wide enough for the papers'
-# bottleneck widths (up to 72) and prompt counts
-STAND_IN = dict(hidden_size=128, num_attention_heads=4, intermediate_size=256)
+# bottleneck widths (up to 72) and prompt counts; by dimension, written with each family's config keys
+STAND_IN_DIMS = dict(hidden_size=128, num_heads=4, intermediate_size=256)
+STAND_IN = dict(hidden_size=128, num_attention_heads=4, intermediate_size=256)  # (ViT's keys)
 
 
-def stand_in_shape(ref) -> dict:
+def stand_in_shape(ref, family: str | None = None) -> dict:
     """Config overrides of the offline stand-in for `ref`: small, with the real depth when known."""
+    from surgeon.anatomy import DEFAULT_CONFIG_KEYS, FAMILIES
     from surgeon.refs import ALIASES
 
-    layers = {"num_hidden_layers": ALIASES[ref].num_layers} if ref in ALIASES else {}
-    return {**STAND_IN, **layers}
+    dims = dict(STAND_IN_DIMS)
+    if ref in ALIASES:
+        dims["num_layers"] = ALIASES[ref].num_layers
+    keys = FAMILIES[family].config_keys if family in FAMILIES else DEFAULT_CONFIG_KEYS
+    return {keys[d]: v for d, v in dims.items() if isinstance(keys.get(d), str)}
 
 
 def model_family(recipe, offline_model: str | None = None) -> str:
@@ -78,29 +83,31 @@ def load_backbone(recipe, task, offline_model: str | None = None):
     if m.tiny or offline_model:
         from surgeon.tiny import build_tiny
 
-        overrides = dict(m.config) if m.tiny else stand_in_shape(m.ref)
+        overrides = dict(m.config) if m.tiny else stand_in_shape(m.ref, family)
         return build_tiny(family, model_class=task.model_class(family), **overrides)
     from surgeon.hf import load_pretrained
+    from surgeon.io.checkpoint import Checkpoint
 
-    return load_pretrained(m.ref, model_class=task.model_class(family))
+    model_type = (Checkpoint.open(m.ref).config or {}).get("model_type")
+    return load_pretrained(m.ref, model_class=task.model_class(family, model_type))
 
 
 def build_model(recipe, labels: list[str], *, feature_spec=None, offline_model: str | None = None):
     """The trainable model for `labels`: returns (model, feature spec, merge hooks or None).
 
-    feature_spec(model) -> FeatureSpec gives the features the data will deliver; an AST's position
-    table follows their length (cropped or interpolated from the pre-trained table)."""
+    feature_spec(model) -> FeatureSpec gives the features the data will deliver; a patch model's
+    position table follows the fbank's frequency x time grid (cropped or interpolated from the
+    pre-trained table: an AST at another length, a DeiT on spectrograms)."""
     from surgeon.hf import family_of_model
     from surgeon.train.tasks import get_task
 
     task = get_task(recipe.model.task)
     model = load_backbone(recipe, task, offline_model)
     spec = feature_spec(model) if feature_spec is not None else None
-    family = family_of_model(model).name
-    if spec is not None and spec.kind == "fbank" and family == "ast" and model.config.max_length != spec.max_frames:
-        from surgeon.positions import resize_position_embeddings
+    if spec is not None and spec.kind == "fbank" and family_of_model(model).token_grid is not None:
+        from surgeon.positions import fit_patch_grid
 
-        resize_position_embeddings(model, spec.max_frames)
+        fit_patch_grid(model, spec.num_mel_bins, spec.max_frames)
     task.prepare(model, labels)
     _set_attention(model, recipe.train.attention)
     _record_head(model)

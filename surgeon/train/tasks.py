@@ -1,15 +1,18 @@
 """Tasks: what the training loop needs to know about the kind of prediction a model makes.
 
 The loop is task-agnostic; everything task-specific sits behind this small protocol, and `TASKS`
-maps the recipe's `model.task` name to an instance. A new task is one class and one table entry
-(the speech helper adds `"ctc"` this way, from surgeon.speech).
+maps the recipe's `model.task` name to its class, as a lazy (module, class) entry: `"ctc"` lives in
+surgeon.speech, which imports this module, and is loaded only when asked for. A new task is one class
+and one table entry; which transformers class a family uses for it is the family's record
+(`Family.tasks` in surgeon.anatomy).
 
     class Task(Protocol):
         name: str
         metrics: tuple[str, ...]          # metric names evaluate() returns ("loss" always included)
         higher_is_better: dict[str, bool] # per metric, for best-epoch selection
-        def model_class(self, family: str) -> str | None
-            # transformers class to load a checkpoint with for this task (None: the config's own)
+        def model_class(self, family: str, model_type: str | None = None) -> str | None
+            # transformers class to load a checkpoint with for this task (None: the config's own);
+            # model_type: the checkpoint's, when it is a type read through the family's layout
         def prepare(self, model, labels: list[str]) -> None
             # make the head fit the dataset: e.g. a new classifier when the class count differs
         def forward(self, model, batch) -> Tensor
@@ -48,7 +51,7 @@ class Task(Protocol):
     metrics: tuple[str, ...]
     higher_is_better: dict[str, bool]
 
-    def model_class(self, family: str) -> str | None: ...
+    def model_class(self, family: str, model_type: str | None = None) -> str | None: ...
 
     def prepare(self, model, labels: list[str]) -> None: ...
 
@@ -110,36 +113,35 @@ class ClassificationTask:
     name = "classification"
     metrics = ("accuracy", "macro_f1", "loss")
     higher_is_better = {"accuracy": True, "macro_f1": True, "loss": False}
-    # family -> transformers class with a classification head
-    MODEL_CLASSES = {
-        "ast": "ASTForAudioClassification",
-        "vit": "ViTForImageClassification",
-        "wav2vec2": "Wav2Vec2ForSequenceClassification",
-        "hubert": "HubertForSequenceClassification",
-    }
+    # modality -> transformers' Auto class, for model types read through another family's layout
+    AUTO = {"audio": "AutoModelForAudioClassification", "speech": "AutoModelForAudioClassification",
+            "image": "AutoModelForImageClassification", "text": "AutoModelForSequenceClassification"}
 
-    def model_class(self, family: str) -> str | None:
-        return self.MODEL_CLASSES.get(family)
+    def model_class(self, family: str, model_type: str | None = None) -> str | None:
+        return model_class_of(family, self, model_type)
 
     def prepare(self, model, labels: list[str]) -> None:
-        """A fresh final Linear when the head's output size differs from the number of classes."""
+        """A fresh final Linear in every label head whose output size differs from the number of
+        classes (DeiT's distilled models average two heads)."""
         from surgeon.hf import family_of_model
 
         n = len(labels)
-        head = _final_linear(model, family_of_model(model).heads)
-        if head is None:
+        heads = [h for h in (_final_linear(model, (name,)) for name in family_of_model(model).label_heads) if h]
+        if not heads:
             raise SurgeonError(f"model: {type(model).__name__} has no classification head to train")
-        parent, attr, linear = head
-        if linear.out_features != n:
-            new = torch.nn.Linear(linear.in_features, n, bias=linear.bias is not None)
-            setattr(parent, attr, new.to(linear.weight.device, linear.weight.dtype))
+        for parent, attr, linear in heads:
+            if linear.out_features != n:
+                new = torch.nn.Linear(linear.in_features, n, bias=linear.bias is not None)
+                setattr(parent, attr, new.to(linear.weight.device, linear.weight.dtype))
         model.config.num_labels = n
         model.config.id2label = dict(enumerate(labels))
         model.config.label2id = {name: i for i, name in enumerate(labels)}
 
     def forward(self, model, batch):
-        kwargs = {"attention_mask": batch["attention_mask"]} if "attention_mask" in batch else {}
-        return model(batch["input_values"], **kwargs).logits
+        from surgeon.frontends import model_inputs, unwrap
+        from surgeon.hf import family_of_model
+
+        return model(**model_inputs(model, family_of_model(unwrap(model)), batch)).logits
 
     def loss(self, outputs, batch):
         return torch.nn.functional.cross_entropy(outputs.float(), batch["labels"])
@@ -167,18 +169,40 @@ def _final_linear(model, heads: tuple[str, ...]):
     return None
 
 
-TASKS: dict[str, Task] = {
-    "classification": ClassificationTask(),
+def model_class_of(family: str, task, model_type: str | None = None) -> str | None:
+    """The transformers class of `family` for `task` (None: the checkpoint's own architecture); for a
+    model type the family only shares a layout with (CamemBERT as RoBERTa), the task's Auto class."""
+    from surgeon.anatomy import FAMILIES
+
+    fam = FAMILIES.get(family)
+    if fam is None:
+        return None
+    if model_type is not None and model_type not in fam.model_types:
+        return task.AUTO.get(fam.modality) if task.name in fam.tasks else None
+    return fam.tasks.get(task.name)
+
+
+def families_with(task: str) -> list[str]:
+    from surgeon.anatomy import FAMILIES
+
+    return [name for name, fam in FAMILIES.items() if task in fam.tasks]
+
+
+# model.task -> (module, class); instances are made on first use and kept (a task binds state, such as
+# the CTC vocabulary, in prepare)
+TASKS: dict[str, tuple[str, str]] = {
+    "classification": ("surgeon.train.tasks", "ClassificationTask"),
+    "ctc": ("surgeon.speech.ctc_task", "CTCTask"),
 }
+_INSTANCES: dict[str, Task] = {}
 
 
 def get_task(name: str) -> Task:
-    if name in TASKS:
-        return TASKS[name]
-    try:  # tasks registered by optional parts (CTC lives in surgeon.speech, issue 6)
-        import surgeon.speech.tasks  # noqa: F401
-    except ImportError:
-        pass
     if name not in TASKS:
         raise SurgeonError(f"model.task: {name!r} is not available here (known: {', '.join(TASKS)})")
-    return TASKS[name]
+    if name not in _INSTANCES:
+        from importlib import import_module
+
+        module, cls = TASKS[name]
+        _INSTANCES[name] = getattr(import_module(module), cls)()
+    return _INSTANCES[name]
