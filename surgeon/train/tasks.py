@@ -142,7 +142,8 @@ class ClassificationTask:
         return model(batch["input_values"], **kwargs).logits
 
     def loss(self, outputs, batch):
-        return torch.nn.functional.cross_entropy(outputs.float(), batch["labels"])
+        # a mixup batch carries soft targets (class probabilities): the soft-target cross-entropy
+        return torch.nn.functional.cross_entropy(outputs.float(), batch.get("targets", batch["labels"]))
 
     def new_tally(self, num_labels: int) -> ConfusionTally:
         return ConfusionTally(num_labels)
