@@ -59,7 +59,7 @@ class JsonlLog:
     """metrics.jsonl: appended to line by line; tell() is its length, which checkpoints store."""
 
     def __init__(self, path: Path, truncate_to: int | None = None):
-        self.file = open(path, "r+b" if path.exists() else "wb")
+        self.file = open(path, "r+b" if path.exists() else "w+b")
         self.file.truncate(truncate_to if truncate_to is not None else 0)
         self.file.seek(0, 2)
 

@@ -15,8 +15,18 @@ def _plt():
     return plt
 
 
+def _save(fig, out: Path, **options) -> Path:
+    fig.savefig(out, dpi=110, **options)
+    _plt().close(fig)
+    return out
+
+
 def curves(history: list[dict], out: Path, title: str, selected: int | None = None) -> Path:
     """Loss (train, valid) and accuracy (train, valid) per epoch; a dashed line marks the selected epoch."""
+    return _save(curves_figure(history, title, selected), out)
+
+
+def curves_figure(history: list[dict], title: str, selected: int | None = None):
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
@@ -41,13 +51,15 @@ def curves(history: list[dict], out: Path, title: str, selected: int | None = No
             ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def expert_layers(experts: dict, out: Path, title: str) -> Path:
     """Paper 000 Fig. 2 (right): each expert's contribution to the output tokens, per layer."""
+    return _save(expert_layers_figure(experts, title), out)
+
+
+def expert_layers_figure(experts: dict, title: str):
     plt = _plt()
     import numpy as np
 
@@ -59,13 +71,15 @@ def expert_layers(experts: dict, out: Path, title: str) -> Path:
     ax.set(xlabel="expert (adapter)", title=title)
     fig.colorbar(im, ax=ax, label="contribution")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def expert_classes(experts: dict, labels: list[str], out: Path, title: str) -> Path:
     """Paper 000 Fig. 3: each expert's mean contribution per class, one panel per layer."""
+    return _save(expert_classes_figure(experts, labels, title), out, bbox_inches="tight")
+
+
+def expert_classes_figure(experts: dict, labels: list[str], title: str):
     plt = _plt()
     import numpy as np
 
@@ -88,6 +102,4 @@ def expert_classes(experts: dict, labels: list[str], out: Path, title: str) -> P
         ax.axis("off")
     fig.colorbar(im, ax=axes, label="mean contribution per class")
     fig.suptitle(title)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return fig
