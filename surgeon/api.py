@@ -162,7 +162,8 @@ def save_surgery(model, out, full: bool = False, force: bool = False, inputs=(),
             model.save_pretrained(tmp)
             _add_metadata(tmp, metadata)
         else:
-            save_state_dict(tmp, adapter_state_dict(model, record["base"].get("path"), record["base"].get("build")), metadata,
+            base = record["base"]
+            save_state_dict(tmp, adapter_state_dict(model, base.get("path"), base.get("build")), metadata,
                             filename=ADAPTER_NAME)
         (tmp / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
         write_card(tmp, card, path=str(out))

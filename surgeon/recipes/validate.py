@@ -23,9 +23,19 @@ def validate_recipe(path, overrides=(), offline_model: str | None = None) -> dic
         problems.append(str(e).split(": ", 1)[-1])
     index = _check_data(recipe, report)
     _check_device(recipe, report)
+    _check_loggers(recipe, report)
     if not problems or index is not None:
         _check_model(recipe, index, report, offline_model)
     return report
+
+
+def _check_loggers(recipe, report):
+    from surgeon.train.loggers import check_loggers
+
+    try:
+        check_loggers(recipe)
+    except SurgeonError as e:
+        report["problems"].append(str(e))
 
 
 def _check_data(recipe, report):
