@@ -13,6 +13,7 @@ import sys
 import typer
 
 from surgeon_cli.commands import demo as demo_cmd
+from surgeon_cli.commands import export as export_cmd
 from surgeon_cli.commands import inject as inject_cmd
 from surgeon_cli.commands import inspect as inspect_cmd
 from surgeon_cli.commands import merge as merge_cmd
@@ -51,7 +52,7 @@ app.command("inspect")(inspect_cmd.inspect)
 app.command("models")(models_cmd.models)
 app.command("merge")(merge_cmd.merge)
 app.command("merge-lora")(merge_cmd.merge_lora)
-app.add_typer(merge_cmd.export_app, name="export")
+app.command("export")(export_cmd.export)
 app.command("tiny")(models_cmd.tiny)
 app.command("train")(train_cmd.train)
 app.command("eval")(train_cmd.eval_)
@@ -97,6 +98,9 @@ def run(argv: list[str] | None = None) -> None:
     if "--debug" in argv:  # accepted anywhere, not only before the command
         argv.remove("--debug")
     argv = _optional_value(argv, "--resume", "auto")
+    from surgeon.cards import record_command
+
+    record_command(argv)  # the command line that model cards name
     try:
         result = app(args=argv, prog_name="surgeon", standalone_mode=False)
     except SurgeonError as e:

@@ -71,12 +71,23 @@ def surgery(model) -> dict | None:
     return {
         "format": FORMAT,
         "surgeon_version": __version__,
-        "base": dict(st["base"]),
+        "base": _base_record(model, st["base"]),
         "methods": [{k: e[k] for k in ("method", "options", "num_parameters", "petl_parameters")}
                     for e in st["methods"]],
         "key_scheme": "memory",
         "config": st.get("config"),
     }
+
+
+def _base_record(model, base: dict) -> dict:
+    """The recorded base; a base built on the spot (no checkpoint to point to) says how it was built."""
+    from surgeon.built import record_of
+
+    base = dict(base)
+    built = record_of(model)
+    if built is not None and not base.get("path") and "build" not in base:
+        base["build"] = built
+    return base
 
 
 def parameter_groups(model) -> dict:
@@ -88,15 +99,16 @@ def parameter_groups(model) -> dict:
 
 
 # -- saving ----------------------------------------------------------------------------------------
-def adapter_state_dict(model, base_path=None) -> dict:
+def adapter_state_dict(model, base_path=None, build=None) -> dict:
     """What an adapter-only save holds: injected modules (parameters and buffers), every other
     trainable parameter (unfrozen LayerNorms, biases, the head), and every base tensor whose shape
     differs from the base checkpoint's (a position table resized for another input length), by
-    in-memory names."""
+    in-memory names. `build`: the record of a base built on the spot (surgeon.built), compared instead."""
     from surgeon.surgery_keys import method_of_key
 
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    changed = _reshaped_base_tensors(model, base_path) if base_path else set()
+    changed = (_reshaped_base_tensors(model, base_path) if base_path else
+               _reshaped_built_tensors(model, build) if build else set())
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
             if method_of_key(k) or k in trainable or k in changed}
 
@@ -119,10 +131,21 @@ def _reshaped_base_tensors(model, base_path) -> set:
             and base_shapes.get(k.removeprefix(prefix)) != tuple(v.shape)}
 
 
-def save_surgery(model, out, full: bool = False, force: bool = False, inputs=()) -> Path:
+def _reshaped_built_tensors(model, build: dict) -> set:
+    """Names of the model's tensors that the base rebuilt from its record lacks or holds in another shape."""
+    from surgeon.built import build as rebuild
+    from surgeon.surgery_keys import method_of_key
+
+    shapes = {k: tuple(v.shape) for k, v in rebuild(build).state_dict().items()}
+    return {k for k, v in model.state_dict().items() if not method_of_key(k) and shapes.get(k) != tuple(v.shape)}
+
+
+def save_surgery(model, out, full: bool = False, force: bool = False, inputs=(), card=None) -> Path:
     """Write the surgery: adapter only (default) or, with full, a complete transformers model directory;
-    both with surgery.json and the record in the safetensors metadata. Atomic; refuses to overwrite
-    without force, and refuses an output overlapping an input (the base model among them)."""
+    both with surgery.json, the record in the safetensors metadata and a README.md model card (`card`:
+    a surgeon.cards.Card, default one made from the record). Atomic; refuses to overwrite without
+    force, and refuses an output overlapping an input (the base model among them)."""
+    from surgeon.cards import surgery_card, write_card
     from surgeon.io.atomic import atomic_output
     from surgeon.io.writer import save_state_dict
     from surgeon.surgery_keys import RECORD_KEY
@@ -130,6 +153,8 @@ def save_surgery(model, out, full: bool = False, force: bool = False, inputs=())
     record = surgery(model)
     if record is None:
         raise SurgeonError("the model carries no surgery; inject a method first")
+    if card is None:
+        card = surgery_card(record, full=full, parameters=parameter_counts(model))
     metadata = {RECORD_KEY: json.dumps(record, separators=(",", ":"))}
     guarded = [*inputs, record["base"].get("path")]
     with atomic_output(out, force=force, inputs=[p for p in guarded if p]) as tmp:
@@ -137,10 +162,17 @@ def save_surgery(model, out, full: bool = False, force: bool = False, inputs=())
             model.save_pretrained(tmp)
             _add_metadata(tmp, metadata)
         else:
-            save_state_dict(tmp, adapter_state_dict(model, record["base"].get("path")), metadata,
+            base = record["base"]
+            save_state_dict(tmp, adapter_state_dict(model, base.get("path"), base.get("build")), metadata,
                             filename=ADAPTER_NAME)
         (tmp / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
+        write_card(tmp, card, path=str(out))
     return Path(out)
+
+
+def parameter_counts(model) -> dict:
+    return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total": sum(p.numel() for p in model.parameters())}
 
 
 def _add_metadata(directory: Path, metadata: dict) -> None:
@@ -225,11 +257,16 @@ def load(ref, *, base=None, allow_pickle: bool = False):
     if record is None:
         return load_pretrained(path)
     if is_adapter_dir(path):
-        base_path = base_reference(path, record, base)
-        model = _load_base(base_path, record)
-        check_fingerprint(path, record, model_fingerprint(model), base_path)
+        if base is None and record["base"].get("build"):  # built on the spot: built again
+            base_path = None
+            model = _rebuild_base(record)
+            check_fingerprint(path, record, model_fingerprint(model), "the rebuilt base")
+        else:
+            base_path = base_reference(path, record, base)
+            model = _load_base(base_path, record)
+            check_fingerprint(path, record, model_fingerprint(model), base_path)
         tensors = Checkpoint.open(path / ADAPTER_NAME).state_dict()
-        info = {**record["base"], "path": str(Path(base_path).resolve())}
+        info = {**record["base"], "path": str(Path(base_path).resolve()) if base_path else None}
     else:
         model = load_pretrained(path)
         ckpt = Checkpoint.open(path)
@@ -273,6 +310,26 @@ def _load_base(base_path: Path, record: dict):
     return model.eval()
 
 
+def _rebuild_base(record: dict):
+    """A base built on the spot, built again from its record, with the config the surgery was made on
+    (the tensors of another shape, e.g. a head for other classes, come from the adapter)."""
+    import transformers
+
+    from surgeon.built import BUILT, build
+
+    base = build(record["base"]["build"])
+    config = record.get("config")
+    if not config:
+        return base.eval()
+    cfg = transformers.CONFIG_MAPPING[config["model_type"]].from_dict(dict(config))
+    model = type(base)(cfg)
+    own = model.state_dict()
+    model.load_state_dict({k: v for k, v in base.state_dict().items() if k in own and own[k].shape == v.shape},
+                          strict=False)
+    model.__dict__[BUILT] = base.__dict__[BUILT]
+    return model.eval()
+
+
 def _load_tensors(model, tensors: dict, source) -> None:
     own = model.state_dict()
     for name, t in tensors.items():
@@ -288,8 +345,9 @@ def _load_tensors(model, tensors: dict, source) -> None:
 def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
     """Write the model without its surgery. An adapter-only directory gives back the base it refers to
     (its files copied as they are, after checking the fingerprint); a full save is loaded, stripped and
-    saved. A model with nothing to strip is refused."""
-    from surgeon.fingerprint import checkpoint_fingerprint
+    saved. A model with nothing to strip is refused. Each output carries a README.md card."""
+    from surgeon.cards import model_card, write_card
+    from surgeon.fingerprint import checkpoint_fingerprint, model_fingerprint
     from surgeon.io.atomic import atomic_output, check_output
     from surgeon.io.checkpoint import Checkpoint
     from surgeon.io.writer import INDEX_NAME
@@ -298,6 +356,17 @@ def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
 
     path = resolve(ref)
     record = read_record(path)
+    if is_adapter_dir(path) and base is None and record and record["base"].get("build"):
+        from surgeon.built import build, describe
+
+        check_output(out, force=force, inputs=[path])
+        model = build(record["base"]["build"])  # the base as it was built, before any head or surgery
+        check_fingerprint(path, record, model_fingerprint(model), "the rebuilt base")
+        with atomic_output(out, force=force, inputs=[path]) as tmp:
+            model.save_pretrained(tmp)
+            write_card(tmp, model_card(f"The base of {path.name}", [f"{path}, its surgery removed (the base "
+                                       f"rebuilt from its record: {describe(record['base']['build'])})"]), path=str(out))
+        return Path(out)
     if is_adapter_dir(path):
         base_path = base_reference(path, record or {"base": {}}, base)
         ckpt = Checkpoint.open(base_path)
@@ -306,6 +375,8 @@ def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
             index = Path(base_path) / INDEX_NAME
             for f in [*ckpt.files, *([index] if index.is_file() else []), *ckpt.sibling_files()]:
                 shutil.copy2(f, tmp / f.name)
+            write_card(tmp, model_card(f"The base of {path.name}", [f"{path}, its surgery removed: the base model "
+                                       f"{base_path}, copied as it is"]), path=str(out))
         return Path(out)
     ckpt = Checkpoint.open(path)
     if record is None and not find_surgery({k: t.numel for k, t in ckpt.tensors.items()}, ckpt.metadata):
@@ -315,6 +386,8 @@ def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
     strip(model)
     with atomic_output(out, force=force, inputs=[path]) as tmp:
         model.save_pretrained(tmp)
+        write_card(tmp, model_card(f"{path.name} without its surgery", [f"{path}, its surgery removed"]),
+                   path=str(out))
     return Path(out)
 
 

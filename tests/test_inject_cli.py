@@ -23,7 +23,7 @@ def test_inject_json_and_adapter_layout(cli, tiny_dir, tmp_path):
     head = 64 + 32 * 5 + 5  # ASTMLPHead: LayerNorm + Linear(32, 5)
     assert doc["trainable_parameters"] == doc["petl_parameters"] + head
     assert doc["out"] == str(tmp_path / "a")
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["adapter.safetensors", "surgery.json"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["README.md", "adapter.safetensors", "surgery.json"]
     record = json.loads((tmp_path / "a" / "surgery.json").read_text())
     assert record["format"] == "surgeon-surgery/1" and record["key_scheme"] == "memory"
     assert record["base"]["family"] == "ast" and record["base"]["fingerprint"].startswith("sha256:")

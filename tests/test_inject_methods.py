@@ -223,7 +223,7 @@ def test_save_then_load_reproduces_outputs(bases, family, method, opts, tmp_path
     _, model = injected(bases, family, method, opts)
     perturb(model)
     save_surgery(model, tmp_path / "adapter")
-    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter.safetensors", "surgery.json"]
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["README.md", "adapter.safetensors", "surgery.json"]
     loaded = load(tmp_path / "adapter")
     assert torch.equal(logits(loaded, family), logits(model, family))
     assert {n for n, p in loaded.named_parameters() if p.requires_grad} == \

@@ -100,4 +100,15 @@ def test_demo_trains_and_inspects(tmp_path, monkeypatch, capsys):
     import re
 
     assert re.search(r"surgery\s+soft-moa", out)
+    # it ends with the next three commands: activate, inspect what it trained, a paper recipe
+    nxt = out.split("\nnext:\n")[1].splitlines()
+    assert len(nxt) == 3 and ("activate" in nxt[0] or "surgeon --help" in nxt[0])
+    assert f"surgeon inspect {tmp_path / 'demo' / 'checkpoints' / 'official-seed0'}" in nxt[1]
+    assert "surgeon train ast-soft-moa-pf-esc50" in nxt[2]
+    # the demo's own output is a model: its tiny base is rebuilt from the record
+    from surgeon.api import load
+
+    checkpoint = tmp_path / "demo" / "checkpoints" / "official-seed0"
+    assert load(checkpoint).config.num_labels == 4
+    assert surgeon("strip", str(checkpoint), "--out", str(tmp_path / "base")) == 0
     assert surgeon("demo", "--out", str(tmp_path / "demo")) == 0  # run again: replaced, as the help says

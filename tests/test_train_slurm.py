@@ -98,12 +98,12 @@ def test_every_array_task_selects_exactly_its_cell(fmt, recipe, sets, expected, 
     plan = make_plan(recipe, sets, out=tmp_path / "o")
     r = load_recipe(recipe, sets)
     index = load_dataset(r)
-    everything = [c[0] for c in plan_cells(r, index)]
+    everything = [c.name for c in plan_cells(r, index)]
     assert [c.name for c in plan.cells] == everything
     if expected is not None:
         assert [(c.name, c.fold, c.seed) for c in plan.cells] == expected
     for c in plan.cells:  # what `surgeon train --fold F --seed S` runs: this cell and no other
-        assert [x[0] for x in plan_cells(r, index, c.fold, c.seed)] == [c.name]
+        assert [x.name for x in plan_cells(r, index, c.fold, c.seed)] == [c.name]
 
 
 def test_fold_and_seed_restrict_the_array(esc50, tmp_path):

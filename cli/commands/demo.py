@@ -1,10 +1,13 @@
 """`surgeon demo`: the main job on the embedded default, offline.
 
 It trains the bundled quickstart recipe (a tiny AST built from a config, a Soft-MoA adapter, the
-synthetic dataset), then inspects the adapter it saved: nothing is downloaded."""
+synthetic dataset), then inspects the adapter it saved, and ends with the commands a user types
+next: nothing is downloaded."""
 from __future__ import annotations
 
 import typer
+
+PAPER_RECIPE = "ast-soft-moa-pf-esc50"  # paper 000's Soft-MoA on ESC-50: the quickstart at full size
 
 
 def demo(
@@ -18,7 +21,29 @@ def demo(
     from surgeon_cli.commands.train import train_here
 
     train_here(load_recipe("quickstart", []), out=out, force=True)
-    for checkpoint in sorted((Path(out) / "checkpoints").iterdir()):
+    checkpoints = sorted((Path(out) / "checkpoints").iterdir())
+    for checkpoint in checkpoints:
         print()
         inspect(str(checkpoint), as_json=False, check=False, tensors=False, allow_pickle=False)
     print(f"\nplots: {Path(out) / 'plots'}")
+    print("\nnext:")
+    for command, why in next_commands(checkpoints[0]):
+        print(f"  {command:<58} # {why}")
+
+
+def next_commands(checkpoint) -> list[tuple[str, str]]:
+    """Activate the environment, inspect what was trained, train a paper's recipe."""
+    import os
+    import sys
+
+    if sys.prefix != sys.base_prefix:  # running from a virtual environment (dev.sh's .venv)
+        rel = os.path.relpath(sys.prefix)
+        venv = sys.prefix if rel.startswith("..") else rel
+        first = (f". {venv}/bin/activate", "puts `surgeon` on your PATH")
+    else:
+        first = ("surgeon --help", "`surgeon` is on your PATH; every command")
+    return [
+        first,
+        (f"surgeon inspect {checkpoint}", "the adapter just trained"),
+        (f"surgeon train {PAPER_RECIPE}", "a paper's recipe: AST-base, ESC-50 in $SURGEON_DATA"),
+    ]

@@ -64,7 +64,9 @@ def inject(
     expert: Optional[str] = typer.Option(None, "--expert", help="MoA experts: bottleneck or convpass."),
     normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize",
                                              help="Soft-MoA: l2-normalised logits with a learnable scale."),
-    full: bool = typer.Option(False, "--full", help="Save the whole model, not only the adapter."),
+    full: bool = typer.Option(False, "--full", help="Save the whole model, not only the adapter. Load it with "
+                              "surgeon.load: transformers' from_pretrained drops the injected modules (UNEXPECTED "
+                              "keys); for a plain model use 'surgeon export DIR --as model'."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output."),
 ):

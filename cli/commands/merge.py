@@ -53,6 +53,7 @@ def merge(
     from surgeon.merging.mam import run_merge
 
     path = run_merge(plan, out, force=force)
+    _write_card(path, "merge_card", doc)
     if as_json:
         print_json({"out": str(path), **doc})
     else:
@@ -112,6 +113,7 @@ def merge_lora(
     doc = plan.describe()
     if not dry_run:
         doc["out"] = str(run_fold(plan, out, force=force))
+        _write_card(doc["out"], "fold_card", doc)
         if verify:
             from surgeon.merging.verify import max_difference
 
@@ -124,6 +126,13 @@ def merge_lora(
           + (f": wrote {doc['out']}" if "out" in doc else f" ({human_bytes(doc['output_bytes'])} output)"))
     if "max_difference" in doc:
         print(f"verify: max |unmerged - merged| = {doc['max_difference']:.3g}")
+
+
+def _write_card(out, kind: str, doc: dict) -> None:
+    """README.md model card (surgeon.cards), written after the model directory."""
+    from surgeon import cards
+
+    cards.write_card(out, getattr(cards, kind)(doc))
 
 
 export_app = typer.Typer(help="Write surgeon outputs in other tools' formats.", no_args_is_help=True)

@@ -38,4 +38,8 @@ def tiny(
     from surgeon.tiny import save_tiny
 
     path = save_tiny(family, out, force=force, seed=seed)
+    from surgeon.cards import model_card, write_card
+
+    write_card(path, model_card(f"A tiny random {family}", [f"the {family} config at tiny size, random weights "
+                                                            f"(seed {seed})"], summary="For offline demos and tests."))
     print(f"wrote tiny {family} model to {path}")

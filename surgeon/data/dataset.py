@@ -33,6 +33,7 @@ class AudioDataset(torch.utils.data.Dataset):
         seed: int = 0,
         synthetic=None,
         precheck: bool = True,
+        mixup=None,
     ):
         if on_error not in ON_ERROR:
             raise SurgeonError(f"data.on_error: unknown value {on_error!r}; expected 'raise' or 'skip'")
@@ -42,6 +43,7 @@ class AudioDataset(torch.utils.data.Dataset):
         self.train = train
         self.seed = seed
         self.synthetic = synthetic
+        self.mixup = mixup if mixup is not None and mixup.active and train else None  # surgeon.data.mixup.MixupSpec
         self.epoch = 0
         self.cache_hits = 0
         self.cache_misses = 0
@@ -115,17 +117,48 @@ class AudioDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         item = self.items[i]
+        target = None
         try:
-            x, hit = self.features(item)
+            if self.mixup is not None:
+                x, hit, target = self._mixed(item)
+            else:
+                x, hit = self.features(item)
         except SurgeonError as e:
             self._fail(item, e)
             return {"skipped": item.key, "error": str(e)}
         if self.train and self.spec.augments:
             x = spec_augment(x, self.spec.freq_mask, self.spec.time_mask, self._mask_seed(item))
         out = {"input_values": x, "labels": item.label, "key": item.key, "cache_hit": hit}
+        if target is not None:
+            out["targets"] = target
         if item.text is not None:
             out["text"] = item.text
         return out
+
+    def _mixed(self, item: Item):
+        """(features, cache hit, soft target) of a training item under [data.mixup]; a partner that
+        cannot be read leaves the item unmixed when data.on_error = 'skip' (it is skipped on its own turn)."""
+        from surgeon.data import mixup
+        from surgeon.data.features import compute_features
+
+        spec = self.mixup
+        d = mixup.draw(spec, self.seed, self.epoch, item.key, len(self.items))
+        if d is None:
+            x, hit = self.features(item)
+            return x, hit, mixup.one_hot(item.label, spec.num_classes)
+        partner = self.items[d.partner]
+        try:
+            if spec.mix == "waveform":
+                x, hit = compute_features(mixup.mix(self._raw(item), self._raw(partner), d.lam), self.spec), False
+            else:
+                x, hit = self.features(item)
+                x = mixup.mix(x, self.features(partner)[0], d.lam)
+        except SurgeonError:
+            if self.on_error == "raise":
+                raise
+            x, hit = self.features(item)
+            return x, hit, mixup.one_hot(item.label, spec.num_classes)
+        return x, hit, mixup.soft_target(item.label, partner.label, d.lam, spec.num_classes)
 
     def _mask_seed(self, item: Item) -> int:
         h = hashlib.sha256(f"{self.seed}\0{self.epoch}\0{item.key}".encode()).digest()
@@ -159,4 +192,6 @@ def collate(batch: list[dict]) -> dict:
         out["input_values"] = torch.stack(xs)
     if any("text" in b for b in good):
         out["text"] = [b.get("text") for b in good]
+    if "targets" in good[0]:  # soft labels of a mixup batch
+        out["targets"] = torch.stack([b["targets"] for b in good])
     return out

@@ -134,6 +134,16 @@ class SpecAugment(Section):
     time_mask: int = Field(80, ge=0)
 
 
+class Mixup(Section):
+    """`[data.mixup]`: training items mixed with another random training item, labels mixed alike
+    (AST's recipes: probability 0.6, lambda ~ Beta(10, 10), waveforms mixed before the fbank)."""
+
+    probability: float = Field(..., ge=0, le=1, description="Share of training items that are mixed.")
+    alpha: float = Field(10.0, ge=0, description="lambda ~ Beta(alpha, alpha); 0 mixes nothing.")
+    mix: Literal["waveform", "features"] = Field(
+        "waveform", description="Mix the waveforms (then compute the features, as AST does) or the cached features.")
+
+
 class DataSection(Section):
     format: str = Field(..., description="esc50, urbansound8k, speechcommands, fluent, iemocap, csv, folder, synthetic")
     root: Optional[str] = None
@@ -149,6 +159,7 @@ class DataSection(Section):
     features: Literal["auto", "fbank", "waveform", "logmel"] = "auto"
     specaugment: Optional[SpecAugment] = None
     on_error: Literal["raise", "skip"] = "raise"
+    mixup: Optional[Mixup] = None
     cache: bool = True
     cache_dir: Optional[str] = Field(None, description="Feature cache; default $SURGEON_CACHE or ~/.cache/surgeon/features.")
 
@@ -187,6 +198,10 @@ class TrainSection(Section):
     attention: Literal["sdpa", "eager"] = Field("sdpa", description="PyTorch scaled-dot-product attention or the "
                                                 "model's eager attention.")
     compile: bool = Field(False, description="torch.compile the model (slower start, faster steps on GPUs).")
+    max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many optimiser steps (the cosine "
+                                     "schedule ends there too); the epoch in progress is validated.")
+    patience: Optional[int] = Field(None, ge=1, description="Stop when eval.select has not improved on validation "
+                                    "for this many epochs.")
 
     @field_validator("lr", mode="before")
     @classmethod
@@ -235,6 +250,17 @@ class LaunchSection(Section):
         if self.node_rank >= self.nnodes:
             raise ValueError(f"node_rank: {self.node_rank} is not below nnodes ({self.nnodes})")
         return self
+
+
+LOGGERS = ("jsonl", "tensorboard", "csv")
+
+
+class LogSection(Section):
+    """`[log]`: where the training metrics go besides metrics.jsonl (always written)."""
+
+    to: list[Literal["jsonl", "tensorboard", "csv"]] = Field(
+        default_factory=lambda: ["jsonl"], description="jsonl (always), tensorboard (pip install "
+        "'surgeon[tensorboard]'): <run>/tensorboard/<cell>/, csv: <run>/metrics-<event>.csv.")
 
 
 class OutputSection(Section):
@@ -291,6 +317,7 @@ class Recipe(Section):
     output: OutputSection = Field(default_factory=OutputSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
     launch: LaunchSection = Field(default_factory=LaunchSection)
+    log: LogSection = Field(default_factory=LogSection)
     merge: Optional[MergeSection] = None
     _source: object = PrivateAttr(None)  # the recipe file, for messages and the run directory
 
@@ -306,6 +333,8 @@ class Recipe(Section):
             raise ValueError("method: required key is missing (or start from model.surgery)")
         if self.data.few_shot and self.data.protocol == "leave-one-out":
             raise ValueError("data.few_shot: cannot be combined with the leave-one-out protocol")
+        if self.data.mixup is not None and self.model.task != "classification":
+            raise ValueError("data.mixup: mixes class labels; the classification task only")
         if self.model.task == "ctc" and self.eval.select in ("accuracy", "macro_f1"):
             self.eval.select = "wer"
         return self

@@ -23,9 +23,19 @@ def validate_recipe(path, overrides=(), offline_model: str | None = None) -> dic
         problems.append(str(e).split(": ", 1)[-1])
     index = _check_data(recipe, report)
     _check_device(recipe, report)
+    _check_loggers(recipe, report)
     if not problems or index is not None:
         _check_model(recipe, index, report, offline_model)
     return report
+
+
+def _check_loggers(recipe, report):
+    from surgeon.train.loggers import check_loggers
+
+    try:
+        check_loggers(recipe)
+    except SurgeonError as e:
+        report["problems"].append(str(e))
 
 
 def _check_data(recipe, report):
@@ -40,14 +50,14 @@ def _check_data(recipe, report):
         report["problems"].append(str(e))
         return None
     seen = {}
-    for _, split, _, train in cells:
-        seen.setdefault(split.name, {"name": split.name, "train": len(train), "valid": len(split.valid),
-                                     "test": len(split.test)})
+    for c in cells:
+        seen.setdefault(c.split.name, {"name": c.split.name, "train": len(c.train), "valid": len(c.split.valid),
+                                       "test": len(c.split.test)})
     report["data"] = {
         "format": index.name, "root": str(index.root) if index.root else None,
         "num_items": len(index.items), "num_classes": index.num_classes, "classes": index.classes,
         "class_counts": index.class_counts(), "protocol": recipe.data.protocol or index.protocol,
-        "cells": [c[0] for c in cells], "splits": list(seen.values()), "missing": list(index.missing),
+        "cells": [c.name for c in cells], "splits": list(seen.values()), "missing": list(index.missing),
     }
     if index.missing and recipe.data.on_error == "raise":
         report["problems"].append(f"data: {len(index.missing)} files listed by the metadata are missing "

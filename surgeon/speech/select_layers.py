@@ -475,8 +475,11 @@ def plot_scores(doc: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     scores, chosen = doc["scores"], set(doc["layers"])
-    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(scores) + 2), 3))
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(scores) + 2.5), 4.5))
     ax.bar(range(len(scores)), scores, color=["tab:orange" if i in chosen else "tab:blue" for i in range(len(scores))])
+    low, high = min(scores), max(scores)
+    pad = 0.15 * (high - low) or 0.05 * abs(high) or 1.0
+    ax.set_ylim(low - pad, high + pad)  # the axis spans the scores, so the differences between layers show
     ax.set_xlabel("layer")
     better = "higher" if doc["higher_is_more_similar"] else "lower"
     ax.set_ylabel(f"{doc['metric']} ({better} = more similar)")

@@ -6,7 +6,9 @@ dist.py      device, precision and TF32; the process group; sums and gathers acr
 launch.py    --nproc / --nnodes: relaunch through torch's elastic launcher, one error line back
 sampling.py  the global batch split across processes; sharded evaluation
 model.py     a recipe's model: load / tiny / saved surgery, positions, head, attention, merge, method
-loop.py      one training cell (a fold x seed): epochs, validation, best-epoch selection, checkpoints
+cells.py     a cell (a split x a seed), shared by the run and the Slurm plan
+loop.py      one training cell: CellTrainer's set-up, epoch, step, selection, checkpoints, early stops
+loggers.py   metrics.jsonl, TensorBoard and CSV ([log] to): every logger gets the same metrics lines
 resume.py    what a training checkpoint holds; taking and restoring it
 workdir.py   the work directory of a run in progress: fresh or resumed, renamed into place at the end
 signals.py   SIGINT/SIGTERM: checkpoint, then exit

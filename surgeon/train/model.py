@@ -71,20 +71,17 @@ def load_backbone(recipe, task, offline_model: str | None = None):
 
         return load(m.surgery)
     family = model_family(recipe, offline_model)
+    from surgeon import built  # models built here are built from a record of how, kept for surgeon.load
+
     if m.init == "imagenet-vit":
-        from surgeon.train.imagenet_init import ast_from_vit
-
-        vit = m.vit_ref
         if m.tiny or offline_model:
-            from surgeon.tiny import build_tiny
-
-            vit = build_tiny("vit", model_class="ViTModel", **({} if m.tiny else STAND_IN))
-        return ast_from_vit(vit, **m.config)
+            vit = built.tiny_record("vit", "ViTModel", {} if m.tiny else STAND_IN)
+        else:
+            vit = built.ref_record(m.vit_ref)
+        return built.build(built.imagenet_vit_record(vit, m.config))
     if m.tiny or offline_model:
-        from surgeon.tiny import build_tiny
-
         overrides = dict(m.config) if m.tiny else stand_in_shape(m.ref, family)
-        return build_tiny(family, model_class=task.model_class(family), **overrides)
+        return built.build(built.tiny_record(family, task.model_class(family), overrides))
     from surgeon.hf import load_pretrained
     from surgeon.io.checkpoint import Checkpoint
 

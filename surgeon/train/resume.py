@@ -32,7 +32,7 @@ from surgeon.errors import SurgeonError
 
 FORMAT = "surgeon-resume/1"
 # recipe keys that may change between an interruption and its resumption (they do not change results)
-VOLATILE = {"launch": None, "checkpoint": None, "train": ("workers", "prefetch", "compile")}
+VOLATILE = {"launch": None, "checkpoint": None, "log": None, "train": ("workers", "prefetch", "compile")}
 
 
 def identity(recipe_doc: dict) -> dict:

@@ -48,8 +48,9 @@ def load_dataset(recipe):
 
 
 def plan_cells(recipe, index, fold: int | None = None, seed: int | None = None):
-    """[(cell name, split, seed, train items)] in run order."""
+    """The recipe's cells (surgeon.train.cells.Cell, with their split and training items) in run order."""
     from surgeon.data import few_shot, splits_for
+    from surgeon.train.cells import Cell
 
     d = recipe.data
     splits = splits_for(index, d.protocol, fold if fold is not None else d.fold, d.valid_from_train, recipe.train.seed)
@@ -61,7 +62,7 @@ def plan_cells(recipe, index, fold: int | None = None, seed: int | None = None):
     for split in splits:
         for s in seeds:
             train = few_shot(split.train, d.few_shot.k, s, index.num_classes) if d.few_shot else split.train
-            cells.append((f"{split.name}-seed{s}", split, s, train))
+            cells.append(Cell(f"{split.name}-seed{s}", None, s, split=split, train=train))
     return cells
 
 
@@ -108,7 +109,7 @@ def prepare_cell(recipe, index, train_items, split, seed: int, offline_model: st
     common = dict(spec=spec, cache_dir=cache_dir(recipe), on_error=recipe.data.on_error, seed=seed,
                   synthetic=index.synthetic)
     datasets = {
-        "train": AudioDataset(train_items, train=True, **common),
+        "train": AudioDataset(train_items, train=True, mixup=mixup_spec(recipe, index), **common),
         "valid": AudioDataset(split.valid, **common),
         "test": AudioDataset(split.test, **common),
     }
@@ -117,16 +118,23 @@ def prepare_cell(recipe, index, train_items, split, seed: int, offline_model: st
     return model, datasets, merge_hooks
 
 
+def mixup_spec(recipe, index):
+    from surgeon.data.mixup import MixupSpec
+
+    m = recipe.data.mixup
+    return MixupSpec(m.probability, m.alpha, m.mix, index.num_classes) if m is not None else None
+
+
 def run_cell(recipe, index, cell, runtime, *, log, reporter, out: Path | None, offline_model=None,
-             checkpoints=None, resume_from=None, stop=None):
+             checkpoints=None, resume_from=None, stop=None, run_dir: Path | None = None):
     from surgeon.train.experts import ExpertRecorder
     from surgeon.train.loop import CellResult, evaluate_tally, fit, make_loader
     from surgeon.train.tasks import get_task
 
-    name, split, seed, train_items = cell
+    name, split, seed = cell.name, cell.split, cell.seed
     started = time.monotonic()
     task = get_task(recipe.model.task)
-    model, datasets, merge_hooks = prepare_cell(recipe, index, train_items, split, seed, offline_model)
+    model, datasets, merge_hooks = prepare_cell(recipe, index, cell.train, split, seed, offline_model)
     model.to(runtime.device)
     t = recipe.train
     eval_bs = recipe.eval.batch_size or t.batch_size
@@ -153,7 +161,7 @@ def run_cell(recipe, index, cell, runtime, *, log, reporter, out: Path | None, o
     result = CellResult(name=name, split=split.name, seed=seed, counts=counts, best_epoch=epoch, valid=valid,
                         test=test, history=history, experts=recorder.result(), skipped=skipped)
     if out is not None:
-        save_checkpoint(model, out / "checkpoints" / name)
+        save_checkpoint(model, out / "checkpoints" / name, card=cell_card(model, recipe, index, result, run_dir or out))
         if merge_hooks is not None and hasattr(merge_hooks, "finish"):
             result.test.update(merge_hooks.finish(model, out / "checkpoints" / name) or {})
         if recipe.output.plots:
@@ -161,7 +169,10 @@ def run_cell(recipe, index, cell, runtime, *, log, reporter, out: Path | None, o
         if hasattr(tally, "details"):  # e.g. speech recognition: worst utterances, edit breakdown
             (out / "details").mkdir(exist_ok=True)
             (out / "details" / f"{name}-test.json").write_text(json.dumps(tally.details(), indent=2) + "\n")
-    log({"event": "cell", "cell": name, "best_epoch": epoch, **{f"test_{k}": v for k, v in test.items()}})
+    line = {"event": "cell", "cell": name, "best_epoch": epoch, **{f"test_{k}": v for k, v in test.items()}}
+    if result.experts:  # each expert's share per layer on the test split
+        line["experts"] = dict(zip(result.experts["layers"], result.experts["per_layer"]))
+    log(line)
     reporter.message(f"{name}: selected epoch {epoch} on validation; test "
                      + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
     result.seconds = round(time.monotonic() - started, 2)
@@ -186,20 +197,37 @@ def reported(recipe, task, metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k in wanted}
 
 
-def save_checkpoint(model, out: Path) -> None:
+def save_checkpoint(model, out: Path, card=None) -> None:
     """The cell's final weights in the work directory (replacing those of an attempt killed after
     saving them and before the cell was recorded as finished)."""
     from surgeon.api import save_surgery
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_surgery(model, out, force=True)
+    save_surgery(model, out, force=True, card=card)
+
+
+def cell_card(model, recipe, index, result, run_dir: Path):
+    """The model card of a cell's checkpoint: the recipe and data it was trained on, its metrics."""
+    from surgeon.api import parameter_counts, surgery
+    from surgeon.cards import surgery_card
+
+    metrics = {**{f"test_{k}": v for k, v in result.test.items()}, **{f"valid_{k}": v for k, v in result.valid.items()}}
+    trained = (f"recipe {recipe._source}, cell {result.name}: {len(result.history)} epochs, epoch "
+               f"{result.best_epoch} selected on validation")
+    data = f"data: {index.name}" + (f" at {index.root}" if index.root else "") + f", {index.num_classes} classes"
+    card = surgery_card(surgery(model), parameters=parameter_counts(model), metrics=metrics,
+                        made_from=[trained, data], notes=[f"A checkpoint of the run {run_dir}; `surgeon export "
+                                                          f"{run_dir / 'checkpoints' / result.name} --out DIR` turns "
+                                                          "it into a model other tools load."])
+    card.loading_path = str(run_dir / "checkpoints" / result.name)
+    return card
 
 
 def write_plots(result, labels: list[str], folder: Path) -> None:
     from surgeon.train import plots
 
     folder.mkdir(parents=True, exist_ok=True)
-    plots.curves(result.history, folder / f"{result.name}-curves.png", result.name)
+    plots.curves(result.history, folder / f"{result.name}-curves.png", result.name, selected=result.best_epoch)
     if result.experts:
         plots.expert_layers(result.experts, folder / f"{result.name}-experts-layers.png",
                             f"{result.name}: expert contribution per layer")
@@ -227,37 +255,15 @@ def summarize(cells: list[dict]) -> dict:
 def check_run(recipe, *, fold=None, seed=None, out: Path, force: bool = False, resume: str | None = None) -> None:
     """Everything train_recipe would refuse before training (output, resume, dataset, metrics), checked
     without writing: the launcher of several processes calls it so bad input is one line, once."""
+    from surgeon.train.loggers import check_loggers
     from surgeon.train.workdir import WorkDir
 
     check_metrics(recipe)
+    check_loggers(recipe)
     index = load_dataset(recipe)
     cells = plan_cells(recipe, index, fold, seed)
     inputs = [p for p in (recipe.data.root, recipe.model.surgery, recipe._source) if p]
-    WorkDir.open(recipe, out, [c[0] for c in cells], force=force, resume=resume, inputs=inputs, writer=False)
-
-
-class RunLog:
-    """metrics.jsonl of a run in progress: appended to line by line (rank 0 only); tell() is its
-    length, stored in checkpoints so a resumed run drops the lines written after its checkpoint."""
-
-    def __init__(self, path: Path | None, truncate_to: int | None = None):
-        self.file = None
-        if path is not None:
-            self.file = open(path, "r+b" if path.exists() else "wb")
-            self.file.truncate(truncate_to if truncate_to is not None else 0)
-            self.file.seek(0, 2)
-
-    def __call__(self, line: dict) -> None:
-        if self.file is not None:
-            self.file.write((json.dumps(line) + "\n").encode())
-            self.file.flush()
-
-    def tell(self) -> int:
-        return self.file.tell() if self.file is not None else 0
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
+    WorkDir.open(recipe, out, [c.name for c in cells], force=force, resume=resume, inputs=inputs, writer=False)
 
 
 def train_recipe(recipe, *, fold: int | None = None, seed: int | None = None, out=None, force: bool = False,
@@ -270,12 +276,14 @@ def train_recipe(recipe, *, fold: int | None = None, seed: int | None = None, ou
     interrupted run from its newest checkpoint."""
     from surgeon import __version__
     from surgeon.train import dist
+    from surgeon.train.loggers import RunLog, check_loggers
     from surgeon.train.progress import Reporter
     from surgeon.train.resume import Checkpoints
     from surgeon.train.signals import StopRequest
     from surgeon.train.workdir import WorkDir
 
     check_metrics(recipe)
+    check_loggers(recipe)
     out = Path(out) if out is not None else default_out(recipe)
     inputs = [p for p in (recipe.data.root, recipe.model.surgery, recipe._source) if p]
     runtime = dist.setup(recipe.train.device, recipe.train.precision, recipe.train.tf32)
@@ -283,19 +291,19 @@ def train_recipe(recipe, *, fold: int | None = None, seed: int | None = None, ou
         reporter = reporter or Reporter(enabled=runtime.is_main)
         index = load_dataset(recipe)
         cells = plan_cells(recipe, index, fold, seed)
-        work = WorkDir.open(recipe, out, [c[0] for c in cells], force=force, resume=resume, inputs=inputs,
+        work = WorkDir.open(recipe, out, [c.name for c in cells], force=force, resume=resume, inputs=inputs,
                             writer=runtime.is_main)
         runtime.barrier()  # every process has checked before the work directory appears
         work.create()
         runtime.barrier()
         started = time.monotonic()
         done = work.finished_cells()
-        log = RunLog(work.path / "metrics.jsonl" if runtime.is_main else None, truncate_to=work.log_bytes())
+        log = RunLog(work.path if runtime.is_main else None, recipe.log.to, truncate_to=work.log_bytes())
         results = []
         try:
             with StopRequest() as stop:
                 for cell in cells:
-                    name = cell[0]
+                    name = cell.name
                     if name in done:
                         results.append(done[name])
                         continue
@@ -304,7 +312,7 @@ def train_recipe(recipe, *, fold: int | None = None, seed: int | None = None, ou
                     r = run_cell(recipe, index, cell, runtime, log=log, reporter=reporter,
                                  out=work.path if runtime.is_main else None, offline_model=offline_model,
                                  checkpoints=checkpoints, resume_from=checkpoints.latest() if resume else None,
-                                 stop=stop)
+                                 stop=stop, run_dir=out)
                     result = {k: v for k, v in r.__dict__.items() if k != "history"}
                     if runtime.is_main:
                         work.finish_cell(name, result, log.tell())
@@ -362,14 +370,14 @@ def evaluate_recipe(recipe, *, run: Path | None = None, model_ref: str | None = 
     index = load_dataset(recipe)
     cells = plan_cells(recipe, index, fold, seed)
     if run is not None:  # the cells the run trained (it may have been one --fold / --seed)
-        cells = [c for c in cells if (Path(run) / "checkpoints" / c[0]).is_dir()]
+        cells = [c for c in cells if (Path(run) / "checkpoints" / c.name).is_dir()]
         if not cells:
             raise SurgeonError(f"{run}: no checkpoints of this recipe's cells (checkpoints/<cell>); "
                                "is it a run of this recipe?")
     out = []
     for cell in cells:
-        name, split, s, train_items = cell
-        model, datasets, _ = prepare_cell(recipe, index, train_items, split, s)
+        name, split, s = cell.name, cell.split, cell.seed
+        model, datasets, _ = prepare_cell(recipe, index, cell.train, split, s)
         if run is not None:
             load_trained(model, Path(run) / "checkpoints" / name)
         model.to(runtime.device)

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from surgeon.errors import SurgeonError
+from surgeon.train.cells import Cell
 from surgeon.train.launch import recipe_argument
 from surgeon.train.workdir import partial_dir, resumable
 
@@ -36,13 +37,6 @@ MAX_REQUEUES = 10  # time-limit requeues per task, so a task that never finishes
 SIGNAL_DELAY_S = 90  # Slurm warns this long before the time limit (USR2): time to requeue
 PORT_BASE, PORT_SPAN = 20000, 20000  # torchrun's master port, derived from the job id
 INSTALL_HINT = "--launcher slurm needs submitit: pip install 'surgeon[slurm]' (or pip install submitit)"
-
-
-@dataclass(frozen=True)
-class Cell:
-    name: str  # fold3-seed0, official-seed0, Session2-seed1
-    fold: int | None  # the --fold that selects this cell's split alone; None for the official split
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -159,7 +153,7 @@ def make_plan(recipe_arg: str, set_args=(), *, fold: int | None = None, seed: in
 
     recipe = load_recipe(recipe_arg, list(set_args))
     index = load_dataset(recipe)
-    cells = tuple(_cell(recipe, index, name, split, s) for name, split, s, _ in plan_cells(recipe, index, fold, seed))
+    cells = tuple(_cell(recipe, index, c) for c in plan_cells(recipe, index, fold, seed))
     ref = recipe_argument(str(recipe_arg))
     root = Path(out if out is not None else default_out(recipe)).expanduser().resolve()
     plan = Plan(recipe=ref, recipe_stem=Path(str(recipe._source)).stem, sets=tuple(set_args), cells=cells,
@@ -170,13 +164,14 @@ def make_plan(recipe_arg: str, set_args=(), *, fold: int | None = None, seed: in
     return plan
 
 
-def _cell(recipe, index, name: str, split, seed: int) -> Cell:
+def _cell(recipe, index, cell: Cell) -> Cell:
     """The cell with the --fold that makes `surgeon train` run exactly this cell (checked by planning
     that fold: k-fold numbers folds by their name, leave-one-out by position, official has none)."""
     from surgeon.data.types import group_sort_key
     from surgeon.train.runs import plan_cells
 
     protocol = recipe.data.protocol or index.protocol
+    name, split, seed = cell.name, cell.split, cell.seed
     fold = None
     if protocol != "official":
         groups = sorted({it.group for it in index.items}, key=group_sort_key)
@@ -187,11 +182,11 @@ def _cell(recipe, index, name: str, split, seed: int) -> Cell:
         else:
             digits = "".join(ch for ch in str(groups[position]) if ch.isdigit())
             fold = int(digits) if digits else None
-    picked = [c[0] for c in plan_cells(recipe, index, fold, seed)] if fold is not None or protocol == "official" else []
+    picked = [c.name for c in plan_cells(recipe, index, fold, seed)] if fold is not None or protocol == "official" else []
     if picked != [name]:
         raise SurgeonError(f"{recipe._source}: cell {name} cannot be selected alone with --fold/--seed, "
                            "so it cannot be one array task")
-    return Cell(name=name, fold=fold, seed=seed)
+    return cell.planned(fold)
 
 
 # --------------------------------------------------------------------------------- one cell's run
@@ -373,7 +368,7 @@ def submit_jobs(plan: Plan, cluster: str = "slurm") -> list:
         "sets": list(plan.sets),
         "out": str(plan.out),
         "resources": asdict(plan.resources),
-        "cells": [{"index": i, **asdict(c), "out": str(plan.cell_out(c)), "job_id": j}
+        "cells": [{"index": i, **c.describe(), "out": str(plan.cell_out(c)), "job_id": j}
                   for i, (c, j) in enumerate(zip(plan.cells, ids))],
     }
     write_text_atomic(plan.jobs_file, json.dumps(doc, indent=2) + "\n", force=True)  # checked in make_plan

@@ -144,7 +144,8 @@ class ClassificationTask:
         return model(**model_inputs(model, family_of_model(unwrap(model)), batch)).logits
 
     def loss(self, outputs, batch):
-        return torch.nn.functional.cross_entropy(outputs.float(), batch["labels"])
+        # a mixup batch carries soft targets (class probabilities): the soft-target cross-entropy
+        return torch.nn.functional.cross_entropy(outputs.float(), batch.get("targets", batch["labels"]))
 
     def new_tally(self, num_labels: int) -> ConfusionTally:
         return ConfusionTally(num_labels)
