@@ -123,3 +123,16 @@ lr = 1e-3
     assert details["num_utterances"] == cell["counts"]["test"] and details["worst"]
     assert {"key", "reference", "hypothesis", "wer", "cer"} <= set(details["worst"][0])
     assert details["wer"] == cell["test"]["wer"]
+    # every utterance with its raw S/I/D counts, transcript and decoded text (surgeon compare reads them)
+    utts = details["utterances"]
+    assert len(utts) == details["num_utterances"]
+    assert {"key", "reference", "hypothesis", "transcript", "decoded", "words", "chars"} <= set(utts[0])
+    assert sum(u["words"]["substitutions"] for u in utts) == details["word_edits"]["substitutions"]
+    # surgeon eval keeps them too, and compare reads the run directory and the eval document alike
+    from surgeon.speech.compare import compare, load_evaluation
+    from surgeon.train.runs import evaluate_recipe
+
+    evaluated = evaluate_recipe(load_recipe(recipe), model_ref=str(merged))
+    (tmp_path / "eval.json").write_text(json.dumps(evaluated))
+    doc = compare(load_evaluation(run), load_evaluation(tmp_path / "eval.json"))
+    assert doc["num_utterances"] == len(utts)

@@ -347,7 +347,7 @@ def evaluate_recipe(recipe, *, run: Path | None = None, model_ref: str | None = 
     """Test metrics of a trained run's checkpoints (or of a model reference) on the recipe's test splits."""
     from surgeon.train import dist
     from surgeon.train.experts import ExpertRecorder
-    from surgeon.train.loop import evaluate, make_loader
+    from surgeon.train.loop import evaluate_tally, make_loader
     from surgeon.train.progress import Reporter
     from surgeon.train.tasks import get_task
 
@@ -376,11 +376,14 @@ def evaluate_recipe(recipe, *, run: Path | None = None, model_ref: str | None = 
         loader = make_loader(datasets["test"], recipe.eval.batch_size or recipe.train.batch_size, shuffle=False,
                              seed=s, workers=recipe.train.workers, runtime=runtime, prefetch=recipe.train.prefetch)
         recorder = ExpertRecorder(model, index.num_classes)
-        test = reported(recipe, task, evaluate(model, task, loader, runtime, index.num_classes, recorder=recorder))
+        tally = evaluate_tally(model, task, loader, runtime, index.num_classes, recorder=recorder)
+        test = reported(recipe, task, tally.result())
         reporter.message(f"{name}: test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
         out.append({"name": name, "split": split.name, "seed": s, "counts": {"test": len(datasets["test"])},
                     "valid": {}, "test": test, "experts": recorder.result(),
-                    "skipped": sorted(datasets["test"].skipped)})
+                    "skipped": sorted(datasets["test"].skipped),
+                    # per-utterance results where the task has them (speech recognition: surgeon compare)
+                    **({"details": tally.details()} if hasattr(tally, "details") else {})})
     dist.teardown(runtime)
     return {"format": "surgeon-eval/1", "recipe": str(recipe._source), "run": str(run) if run else None,
             "model": model_ref, "cells": out, "summary": summarize(out)}
