@@ -90,15 +90,17 @@ def test_scores_match_direct_pot_and_formulas(setup):
     assert doc["at"] == "attention"
 
 
-def test_more_directions_than_dimensions_keep_the_vectors(setup):
-    """With more directions than the hidden size (32) the pooled vectors are kept instead of their
-    projections, and the SWD still equals POT's, across more than one chunk of directions."""
+@pytest.mark.parametrize("projections", [10, "chunks"])
+def test_projections_or_vectors_kept_give_pots_swd(setup, projections):
+    """Fewer directions than half the hidden size (32): the projections are kept; more: the vectors,
+    and the directions are projected in chunks. Either way the SWD equals POT's."""
     from surgeon.speech import select_layers as sl
 
-    doc = run(setup, projections=sl.DIRECTION_CHUNK + 88, seed=1)
+    projections = sl.DIRECTION_CHUNK + 88 if projections == "chunks" else projections
+    doc = run(setup, projections=projections, seed=1)
     xs = pooled_features(setup["bert"], "source", setup["pairs"])
     xt = pooled_features(setup["hubert"], "target", setup["pairs"])
-    assert_scores(doc, direct_scores(xs, xt, sl.DIRECTION_CHUNK + 88, 1))
+    assert_scores(doc, direct_scores(xs, xt, projections, 1))
 
 
 # -- which pairs: --split, --fraction, --limit ------------------------------------------------------

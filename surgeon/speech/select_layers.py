@@ -36,10 +36,11 @@ a choice the noise could flip is visible. DEFAULT_PROJECTIONS is measured in
 benchmarks/swd_projections.py (docs/speech.md).
 
 Memory: batches stream through both models and only running sums leave a batch, except for the SWD,
-which needs the whole point clouds. With fewer directions than the hidden size it keeps each sample's
-projections onto them (the directions `ot.sliced_wasserstein_distance` draws for that seed), else the
-pooled vectors themselves, whichever is smaller; the distance is then computed in chunks of
-directions with POT's one-dimensional Wasserstein distance, which is POT's own computation.
+which needs the whole point clouds. It keeps, whichever is smaller, each sample's projections onto
+the directions (`ot.sliced_wasserstein_distance`'s for that seed; float64, with fewer directions than
+half the hidden size) or the pooled vectors themselves (float32, as the model made them); the
+distance is then computed in chunks of directions with POT's one-dimensional Wasserstein distance,
+which is POT's own computation.
 """
 from __future__ import annotations
 
@@ -382,17 +383,22 @@ class Accumulator:
 
     @property
     def keeps_projections(self) -> bool:
+        """Projections (float64, 8 bytes each) when they take less room than the vectors (as the
+        model made them, float32: 4 bytes per dimension)."""
         hidden, projections = self.directions.shape
-        return projections < hidden
+        return 2 * projections < hidden
 
     def add(self, src_layers, tgt_layers) -> None:
         for i, (s, t) in enumerate(zip(src_layers, tgt_layers)):
-            s, t = s.double(), t.double()
-            self.dist_sum[i] += float((s - t).norm(dim=1).sum())
-            self.inner_sum[i] += float((s * t).sum(dim=1).sum())
-            s, t = s.numpy(), t.numpy()
-            self.cloud_s[i].append(s @ self.directions if self.keeps_projections else s)
-            self.cloud_t[i].append(t @ self.directions if self.keeps_projections else t)
+            s64, t64 = s.double(), t.double()
+            self.dist_sum[i] += float((s64 - t64).norm(dim=1).sum())
+            self.inner_sum[i] += float((s64 * t64).sum(dim=1).sum())
+            if self.keeps_projections:
+                self.cloud_s[i].append(s64.numpy() @ self.directions)
+                self.cloud_t[i].append(t64.numpy() @ self.directions)
+            else:  # float32 and float64 as they are (exact), anything narrower widened to float32
+                self.cloud_s[i].append(_as_numpy(s))
+                self.cloud_t[i].append(_as_numpy(t))
         self.count += src_layers[0].shape[0]
 
     def projected_distances(self, i: int):
@@ -407,7 +413,7 @@ class Accumulator:
         for start in range(0, P, DIRECTION_CHUNK):
             cols = slice(start, start + DIRECTION_CHUNK)
             ps, pt = (xs[:, cols], xt[:, cols]) if self.keeps_projections else (
-                xs @ self.directions[:, cols], xt @ self.directions[:, cols])
+                xs.astype("float64") @ self.directions[:, cols], xt.astype("float64") @ self.directions[:, cols])
             out.append(ot.wasserstein_1d(ps, pt, p=2))
         return np.concatenate(out)
 
@@ -421,6 +427,12 @@ class Accumulator:
             "inner": [d / n for d in self.inner_sum],
         }
         return scores, per_direction
+
+
+def _as_numpy(x):
+    import torch
+
+    return (x if x.dtype in (torch.float32, torch.float64) else x.float()).numpy()
 
 
 def swd_noise(per_direction: list, order: list[int], top_k: int) -> dict:

@@ -8,7 +8,7 @@
     <run>/plots/<cell>-curves.png, <cell>-experts-layers.png, <cell>-experts-classes.png
 
 A cell is one split (fold1..foldK, official, Session1..) with one seed (the few-shot seeds, or
-train.seed). The directory grows in a hidden work directory beside it (with resumable checkpoints,
+train.seeds, or train.seed). The directory grows in a hidden work directory beside it (with resumable checkpoints,
 see surgeon.train.resume) and appears whole when training ends; an existing one is replaced only
 with --force.
 """
@@ -56,7 +56,7 @@ def plan_cells(recipe, index, fold: int | None = None, seed: int | None = None):
     if d.few_shot is not None:
         seeds = [seed] if seed is not None else d.few_shot.seeds
     else:
-        seeds = [seed if seed is not None else recipe.train.seed]
+        seeds = [seed] if seed is not None else (recipe.train.seeds or [recipe.train.seed])
     cells = []
     for split in splits:
         for s in seeds:
