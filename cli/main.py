@@ -12,6 +12,7 @@ import sys
 
 import typer
 
+from surgeon_cli.commands import compare as compare_cmd
 from surgeon_cli.commands import demo as demo_cmd
 from surgeon_cli.commands import export as export_cmd
 from surgeon_cli.commands import inject as inject_cmd
@@ -59,6 +60,7 @@ app.command("eval")(train_cmd.eval_)
 app.command("validate")(train_cmd.validate)
 app.add_typer(train_cmd.recipes_app, name="recipes")
 app.command("select-layers")(select_layers_cmd.select_layers)
+app.command("compare")(compare_cmd.compare)
 
 
 def _fail(message: str, code: int) -> None:

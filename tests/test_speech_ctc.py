@@ -123,3 +123,51 @@ lr = 1e-3
     assert details["num_utterances"] == cell["counts"]["test"] and details["worst"]
     assert {"key", "reference", "hypothesis", "wer", "cer"} <= set(details["worst"][0])
     assert details["wer"] == cell["test"]["wer"]
+    # every utterance with its raw S/I/D counts, transcript and decoded text (surgeon compare reads them)
+    utts = details["utterances"]
+    assert len(utts) == details["num_utterances"]
+    assert {"key", "reference", "hypothesis", "transcript", "decoded", "words", "chars"} <= set(utts[0])
+    assert sum(u["words"]["substitutions"] for u in utts) == details["word_edits"]["substitutions"]
+    # surgeon eval keeps them too, and compare reads the run directory and the eval document alike
+    from surgeon.speech.compare import compare, load_evaluation
+    from surgeon.train.runs import evaluate_recipe
+
+    evaluated = evaluate_recipe(load_recipe(recipe), model_ref=str(merged))
+    (tmp_path / "eval.json").write_text(json.dumps(evaluated))
+    doc = compare(load_evaluation(run), load_evaluation(tmp_path / "eval.json"))
+    assert doc["num_utterances"] == len(utts)
+
+
+def test_paper_fine_tuning_recipes_run_three_seeds(tmp_path):
+    """Paper 003 averages its fine-tuning rows over 3 runs: the FT, MAM + FT and L-MAM + FT recipes
+    train one cell per seed 0, 1, 2 (results.json then has mean and std); the zero-shot row trains none."""
+    from surgeon.recipes.load import load_recipe
+    from surgeon.speech.datasets import make_synthetic_manifest, read_transcripts
+    from surgeon.train.runs import plan_cells
+
+    index = read_transcripts(make_synthetic_manifest(tmp_path, num=8, seed=0))
+    for ds in ("ljspeech", "vctk"):
+        for row in ("ft", "mam-ft", "lmam-ft"):
+            recipe = load_recipe(f"mam-{row}-{ds}", check_paths=False)
+            assert recipe.train.seeds == [0, 1, 2]
+            assert [c.name for c in plan_cells(recipe, index)] == ["official-seed0", "official-seed1", "official-seed2"]
+            assert [c.name for c in plan_cells(recipe, index, seed=1)] == ["official-seed1"]
+        assert load_recipe(f"mam-mam-{ds}", check_paths=False).train.seeds is None
+
+
+def test_generated_mam_recipes_follow_paper_003():
+    """Table 5's set-up: HuBERT + BERT, AdamW at 1e-5, batch 32, 2 epochs on LJ Speech and 1 on VCTK;
+    the best static merges of Table 2 (12-19 at 0.25, all at 0.05)."""
+    from surgeon_recipes.generate import all_recipes
+
+    mam = {k: v for k, v in all_recipes().items() if k.startswith("mam-")}
+    assert len(mam) == 8
+    for name, doc in mam.items():
+        ds = name.rsplit("-", 1)[1]
+        assert doc["model"] == {"ref": "hubert", "task": "ctc"} and doc["train"]["batch_size"] == 32, name
+        assert doc["train"]["epochs"] == {"ljspeech": 2, "vctk": 1}[ds], name
+        lr = doc["train"]["lr"]
+        assert (lr if isinstance(lr, float) else lr["backbone"]) == 1e-5, name
+        if name.startswith("mam-mam-"):
+            assert (doc["merge"]["init_lam"], doc["merge"]["layers"]) == (
+                {"ljspeech": (0.25, list(range(12, 20))), "vctk": (0.05, "all")}[ds]), name

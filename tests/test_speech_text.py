@@ -6,9 +6,9 @@ import pytest
 from surgeon.errors import SurgeonError
 from surgeon.speech import metrics
 from surgeon.speech.decode import collapse, greedy_decode
-from surgeon.speech.text import LIBRISPEECH_CHARS, Vocab, write_vocab
+from surgeon.speech.text import LIBRISPEECH_CHARS, NORMALIZATIONS, Vocab, normalize, spell_numbers, write_vocab
 
-VOCAB = Vocab.from_tokens(LIBRISPEECH_CHARS)
+VOCAB = Vocab.librispeech()
 
 
 # -- WER / CER -------------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def test_greedy_decode_logits():
 # -- vocabulary and normalisation ------------------------------------------------------------------
 
 def test_normalize_for_upper_case_vocab():
-    assert VOCAB.normalize("Hello, world!  It\u2019s 3 o'clock \u2014 na\u00efve-ish") == "HELLO WORLD IT'S O'CLOCK NAIVE ISH"
+    assert VOCAB.normalize("Hello, world!  It\u2019s 3 o'clock \u2014 na\u00efve-ish") == "HELLO WORLD IT'S THREE O'CLOCK NAIVE ISH"
     assert VOCAB.encode("a b") == [LIBRISPEECH_CHARS.index("A"), LIBRISPEECH_CHARS.index("|"), LIBRISPEECH_CHARS.index("B")]
     assert VOCAB.ids_to_text(VOCAB.encode(" Don't  stop ")) == "DON'T STOP"
 
@@ -123,3 +123,94 @@ def test_vocab_errors(tmp_path):
     (tmp_path / "vocab.json").write_text('{"<pad>": 0, "A": 2}')
     with pytest.raises(SurgeonError, match="ids"):
         Vocab.from_model_dir(tmp_path)
+
+
+# -- special tokens never leak into decoded text -----------------------------------------------------
+
+def test_no_special_token_leaks_without_vocab_json(tmp_path):
+    """A tiny CTC model without tokenizer files gets the LibriSpeech vocabulary; decoding any frame
+    sequence (300 random ones over every id) writes none of <pad>, <s>, </s>, <unk>."""
+    import torch
+
+    from surgeon.speech.ctc_task import vocab_for
+    from surgeon.tiny import build_tiny
+
+    model = build_tiny("hubert", model_class="HubertForCTC")
+    vocab = vocab_for(model)
+    assert not (tmp_path / "vocab.json").exists() and vocab.specials == {"<pad>", "<s>", "</s>", "<unk>"}
+    gen = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, len(LIBRISPEECH_CHARS), (300, 40), generator=gen)
+    texts = greedy_decode(torch.nn.functional.one_hot(frames, len(LIBRISPEECH_CHARS)).float(), vocab)
+    assert all(set(t) <= vocab.chars | {" "} for t in texts)
+    assert not any(tok in t for t in texts for tok in ("<s>", "</s>", "<unk>", "<pad>", "|"))
+    assert sum(bool(t) for t in texts) > 250  # real text came out
+    bos = LIBRISPEECH_CHARS.index("<s>")
+    assert vocab.ids_to_text([bos, LIBRISPEECH_CHARS.index("A"), LIBRISPEECH_CHARS.index("</s>")]) == "A"
+
+
+def test_specials_named_in_tokenizer_config_are_left_out(tmp_path):
+    import json
+
+    tokens = ["[PAD]", "[BOS]", "[EOS]", "[UNK]", "|", "A", "B"]
+    write_vocab(tmp_path, tokens)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"pad_token": "[PAD]", "bos_token": "[BOS]", "eos_token": "[EOS]", "unk_token": "[UNK]"}))
+    vocab = Vocab.from_model_dir(tmp_path)
+    assert vocab.blank == 0 and vocab.ids_to_text(range(len(tokens))) == "AB"
+
+
+# -- normalisation choices --------------------------------------------------------------------------
+
+SENTENCE = "\u201cIn 1963,\u201d she said, \u2018Oswald\u2019s lunch-room\u2019 had 21st-century 3.5% rates."
+
+
+def test_normalisation_choices():
+    assert set(NORMALIZATIONS) == {"vocab", "plain", "literal"}
+    assert VOCAB.normalize(SENTENCE) == ("IN NINETEEN SIXTY THREE SHE SAID OSWALD'S LUNCH ROOM HAD TWENTY FIRST "
+                                         "CENTURY THREE POINT FIVE PERCENT RATES")
+    # paper 003 Table 4: lower case, no apostrophes ("oswalds")
+    assert normalize(SENTENCE, "plain") == ("in nineteen sixty three she said oswalds lunch room had twenty first "
+                                            "century three point five percent rates")
+    assert normalize(SENTENCE, "literal") == "in 1963 she said oswald's lunch-room had 21st-century 3.5 percent rates"
+    # nothing is dropped silently: a character the vocabulary cannot spell stays and is reported
+    assert VOCAB.normalize("a \u03b1 b $") == "A \u0391 B $"
+    assert VOCAB.unspellable("a \u03b1 b $") == {"\u0391": 1, "$": 1}
+    assert VOCAB.encode("a\u03b1") == [LIBRISPEECH_CHARS.index("A"), VOCAB.unk]
+    with pytest.raises(SurgeonError, match="unknown choice 'plian'.*plain"):
+        normalize("x", "plian")
+
+
+def test_quote_marks_are_not_apostrophes():
+    assert VOCAB.normalize("'Tis the boys' 'best' don\u2019t") == "TIS THE BOYS BEST DON'T"
+    assert normalize("rock 'n' roll", "literal") == "rock n roll"
+
+
+def test_vocab_choice_follows_the_vocabulary():
+    """"vocab" keeps what the vocabulary spells: apostrophes, hyphens, digits."""
+    lower = Vocab.from_tokens(["<pad>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz"])
+    assert lower.normalize("Don't stop-gap 42") == "dont stop gap forty two"
+    rich = Vocab.from_tokens(["<pad>", "|", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ'-0123456789"])
+    assert rich.normalize("Don't stop-gap 42") == "DON'T STOP-GAP 42"
+    assert NORMALIZATIONS["vocab"].resolved(rich).describe()["digits"] == "keep"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("0", "zero"), ("7", "seven"), ("13", "thirteen"), ("40", "forty"), ("99", "ninety nine"),
+    ("100", "one hundred"), ("101", "one hundred one"), ("999", "nine hundred ninety nine"),
+    ("1000", "one thousand"), ("1,000,000", "one million"), ("2,500", "two thousand five hundred"),
+    ("1963", "nineteen sixty three"), ("1900", "nineteen hundred"), ("1905", "nineteen oh five"),
+    ("2005", "two thousand five"), ("1960s", "nineteen sixties"), ("the 80s", "the eighties"),
+    ("1st", "first"), ("2nd", "second"), ("3rd", "third"), ("12th", "twelfth"), ("21st", "twenty first"),
+    ("40th", "fortieth"), ("100th", "one hundredth"), ("3.14", "three point one four"), ("007", "zero zero seven"),
+    ("$5", "five dollars"), ("$1", "one dollar"), ("$2.50", "two dollars fifty cents"),
+    ("\u00a31.01", "one pound one penny"), ("10:30", "ten thirty"), ("a4", "a four"),
+    ("12345678901234567890123", " ".join("one two three four five six seven eight nine zero".split()[int(d) - 1]
+                                         if d != "0" else "zero" for d in "12345678901234567890123")),
+])
+def test_numbers_spelt_out(text, words):
+    assert normalize(text, "plain") == words
+
+
+def test_spell_numbers_leaves_other_text_alone():
+    assert spell_numbers("no numbers here") == "no numbers here"
+    assert " ".join(spell_numbers("in 1963 the").split()) == "in nineteen sixty three the"

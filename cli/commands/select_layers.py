@@ -5,22 +5,35 @@ from typing import Optional
 
 import typer
 
+from surgeon.speech.select_layers import DEFAULT_PROJECTIONS  # a light module: no torch at start-up
 from surgeon_cli.render import console, print_json
 
 
 def select_layers(
     source: str = typer.Option(..., "--source", help="Source model (text, e.g. BERT; image, e.g. ViT; or speech/audio)."),
     target: str = typer.Option(..., "--target", help="Target audio model (HuBERT / wav2vec 2.0 / AST)."),
-    pairs: str = typer.Option(..., "--pairs", help="Manifest CSV with path,text (or an LJ Speech / VCTK directory)."),
+    pairs: str = typer.Option(..., "--pairs", help="Manifest CSV with path,text[,split] (or an LJ Speech / VCTK directory)."),
     source_pairs: Optional[str] = typer.Option(
         None, "--source-pairs",
         help="Image source only: CSV with a `path` column of images (relative to the CSV); row i goes with pair i of --pairs."),
     metric: str = typer.Option("swd", "--metric", help="swd, euclidean or inner."),
     top_k: int = typer.Option(6, "--top-k", help="How many layers to choose."),
-    projections: int = typer.Option(50, "--projections", help="Random directions of the sliced Wasserstein distance."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random directions."),
+    at: str = typer.Option(
+        "attention", "--at",
+        help="attention: the state between each layer's attention and feed-forward sub-layers (the paper's "
+             "'output of each attention block'); layer: each layer's output."),
+    split: str = typer.Option(
+        "train", "--split",
+        help="Pairs of this split only: train, valid, test (a manifest's split column, else surgeon's fixed hash "
+             "split, as in training) or all."),
+    fraction: float = typer.Option(
+        1.0, "--fraction", help="A seeded random sample of this share of the split (the paper: 0.1)."),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", help="Then only the first N of those pairs, in file order."),
+    projections: int = typer.Option(
+        DEFAULT_PROJECTIONS, "--projections", help="Random directions of the sliced Wasserstein distance."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random directions and of the --fraction sample."),
     batch_size: int = typer.Option(8, "--batch-size", help="Pairs per forward pass."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N pairs."),
     out: str = typer.Option(..., "--out", help="selection.json to write (a bar chart PNG goes beside it)."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Where to write the bar chart (default: OUT with .png)."),
     force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
@@ -41,7 +54,8 @@ def select_layers(
     check_output(out, force=force, inputs=inputs)  # fail before the models run
     check_output(plot_out, force=force, inputs=inputs)
     doc = run(source, target, pairs, metric=metric, top_k=top_k, projections=projections, seed=seed,
-              batch_size=batch_size, limit=limit, progress=sys.stderr.isatty(), source_pairs=source_pairs)
+              batch_size=batch_size, split=split, fraction=fraction, limit=limit, at=at,
+              progress=sys.stderr.isatty(), source_pairs=source_pairs)
     json_path, png_path = write_selection(doc, out, plot=plot_out, force=force, inputs=inputs)
     if as_json:
         print_json(doc)
@@ -54,15 +68,32 @@ def _render(doc: dict, json_path, png_path) -> None:
 
     out = console()
     better = "higher" if doc["higher_is_more_similar"] else "lower"
+    d = doc["data"]
+    taken = f"split {d['split']}: {d['pairs_in_split']} of {d['pairs_listed']} pairs ({d['split_from']})"
+    if d["fraction"] < 1:
+        taken += f", a {d['fraction']:g} sample (seed {doc['seed']})"
+    if d["limit"] is not None:
+        taken += f", the first {d['limit']}"
+    out.print(f"pairs: {doc['num_pairs']} used; {taken}")
+    out.print(f"hidden states at {doc['at']}: source {doc['taken_from']['source']}, target {doc['taken_from']['target']}")
     out.print(f"{doc['metric']} per layer over {doc['num_pairs']} pairs ({better} = more similar)")
     table = Table()
     table.add_column("layer", justify="right")
     table.add_column(doc["metric"], justify="right")
+    noise = doc["swd_noise"]
+    if doc["metric"] == "swd":
+        table.add_column("std. error", justify="right")
     table.add_column("rank", justify="right")
     table.add_column("chosen")
     rank = {layer: r for r, layer in enumerate(doc["ranking"], 1)}
     for i, score in enumerate(doc["scores"]):
-        table.add_row(str(i), f"{score:.6g}", str(rank[i]), "yes" if i in doc["layers"] else "")
+        se = [f"{noise['stderr'][i]:.2g}" if noise["stderr"][i] is not None else "-"] if doc["metric"] == "swd" else []
+        table.add_row(str(i), f"{score:.6g}", *se, str(rank[i]), "yes" if i in doc["layers"] else "")
     out.print(table)
     out.print(f"layers: {','.join(map(str, doc['layers']))}")
+    z = noise["boundary_z"]
+    if doc["metric"] == "swd" and z is not None and z < 2:
+        a, b = noise["boundary"]
+        out.print(f"note: layers {a} and {b} (ranks {doc['top_k']} and {doc['top_k'] + 1}) differ by {z:.1f} standard "
+                  f"errors of the SWD estimate; more --projections would tell them apart more surely")
     out.print(f"wrote {json_path} and {png_path}")

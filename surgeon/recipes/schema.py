@@ -191,6 +191,10 @@ class TrainSection(Section):
     clip: Optional[float] = Field(None, gt=0, description="Max gradient norm.")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     seed: int = 0
+    seeds: Optional[list[int]] = Field(
+        None, min_length=1,
+        description="Train one cell per seed (results give mean and std over them); default: [seed]. "
+                    "seed still seeds the split.")
     workers: int = Field(0, ge=0)
     prefetch: int = Field(2, ge=1, description="Batches each data worker loads ahead (workers > 0).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -331,6 +335,8 @@ class Recipe(Section):
     def _consistent(self):
         if self.method is None and not self.model.surgery:
             raise ValueError("method: required key is missing (or start from model.surgery)")
+        if self.data.few_shot and self.train.seeds is not None:
+            raise ValueError("train.seeds: a few-shot recipe takes its seeds from data.few_shot.seeds")
         if self.data.few_shot and self.data.protocol == "leave-one-out":
             raise ValueError("data.few_shot: cannot be combined with the leave-one-out protocol")
         if self.data.mixup is not None and self.model.task != "classification":

@@ -13,18 +13,24 @@ evaluated by WER and CER with greedy decoding (see surgeon.train.tasks for the p
   encoder: the base checkpoints; `Family.padding_mask`) do not receive it.
 - Metrics: "wer", "cer", "loss", and the share of substitutions, insertions and deletions among the
   word errors ("word_sub_share", ...) and the character errors ("char_sub_share", ...), paper 003
-  Table 6. `CTCTally.details()` adds the worst utterances with reference and hypothesis (Table 4).
+  Table 6. References and hypotheses are normalised with surgeon.speech.text's "vocab" choice.
+- Details (`CTCTally.details()`, saved as <run>/details/<cell>-test.json and in `surgeon eval`'s
+  output): every utterance with its transcript, decoded text, normalised reference and hypothesis and
+  raw word/character S/I/D counts, plus the worst utterances (Table 4); `surgeon compare` reads them.
 """
 from __future__ import annotations
+
+from collections import Counter
 
 import torch
 
 from surgeon.errors import SurgeonError
 from surgeon.speech import metrics
 from surgeon.speech.decode import greedy_decode
-from surgeon.speech.text import LIBRISPEECH_CHARS, Vocab
+from surgeon.speech.text import DEFAULT_NORMALIZATION, LIBRISPEECH_CHARS, Vocab, normalization
 
 WORST = 10
+DETAILS_FORMAT = "surgeon-asr-utterances/1"  # what CTCTally.details() returns (read by surgeon compare)
 
 
 def vocab_for(model) -> Vocab:
@@ -35,7 +41,7 @@ def vocab_for(model) -> Vocab:
     if where and (Path(where) / "vocab.json").is_file():
         vocab = Vocab.from_model_dir(where)
     elif model.config.vocab_size == len(LIBRISPEECH_CHARS):
-        vocab = Vocab.from_tokens(LIBRISPEECH_CHARS)
+        vocab = Vocab.librispeech()
     else:
         raise SurgeonError(f"model: {where or type(model).__name__} has no vocab.json and its head has "
                            f"{model.config.vocab_size} outputs; a CTC model needs its tokenizer files")
@@ -49,36 +55,56 @@ def _unwrap(model):
 
 
 class CTCTally:
-    def __init__(self, vocab: Vocab):
+    """Transcripts and decoded hypotheses as they come (normalised only when scored, so that the
+    details can say which normalisation scored them)."""
+
+    def __init__(self, vocab: Vocab, normalization: str = DEFAULT_NORMALIZATION):
         self.vocab = vocab
-        self.keys, self.refs, self.hyps = [], [], []
+        self.normalization = normalization
+        self.keys, self.texts, self.decoded = [], [], []
         self.loss_sum, self.count = 0.0, 0
 
     def add(self, outputs, batch, loss: float) -> None:
         texts = _texts(batch)
-        self.hyps += greedy_decode(outputs, self.vocab, batch.get("output_lengths"))
-        self.refs += [self.vocab.normalize(t) for t in texts]
+        self.decoded += greedy_decode(outputs, self.vocab, batch.get("output_lengths"))
+        self.texts += texts
         self.keys += list(batch.get("keys") or [str(len(self.keys) + i) for i in range(len(texts))])
         self.loss_sum += float(loss) * len(texts)
         self.count += len(texts)
 
     def merge(self, other: "CTCTally") -> None:
         self.keys += other.keys
-        self.refs += other.refs
-        self.hyps += other.hyps
+        self.texts += other.texts
+        self.decoded += other.decoded
         self.loss_sum += other.loss_sum
         self.count += other.count
 
     def state_dict(self) -> dict:
-        return {"keys": self.keys, "refs": self.refs, "hyps": self.hyps, "loss_sum": self.loss_sum,
+        return {"keys": self.keys, "texts": self.texts, "decoded": self.decoded, "loss_sum": self.loss_sum,
                 "count": self.count}
 
     def load_state_dict(self, state: dict) -> None:
-        self.keys, self.refs, self.hyps = list(state["keys"]), list(state["refs"]), list(state["hyps"])
+        self.keys = list(state["keys"])
+        # "refs"/"hyps": checkpoints written before the raw texts were kept (normalised, still valid)
+        self.texts = list(state.get("texts", state.get("refs", [])))
+        self.decoded = list(state.get("decoded", state.get("hyps", [])))
         self.loss_sum, self.count = state["loss_sum"], state["count"]
 
     def details(self) -> dict:
-        return metrics.report(self.keys, self.refs, self.hyps, worst=WORST)
+        """The scored utterances (DETAILS_FORMAT): corpus WER/CER with S/I/D, and per utterance its
+        key, transcript, decoded text, normalised reference and hypothesis and raw S/I/D counts."""
+        rule = normalization(self.normalization).resolved(self.vocab)
+        refs = [self.vocab.normalize(t, rule) for t in self.texts]
+        hyps = [self.vocab.normalize(h, rule) for h in self.decoded]
+        rep = metrics.report(self.keys, refs, hyps, worst=WORST)
+        for utt, transcript, decoded in zip(rep["utterances"], self.texts, self.decoded):
+            utt["transcript"], utt["decoded"] = transcript, decoded
+        unspellable = Counter()
+        for transcript in self.texts:
+            unspellable.update(self.vocab.unspellable(transcript))
+        return {"format": DETAILS_FORMAT, "normalization": rule.describe(), **rep,
+                # characters of the references the vocabulary cannot spell: scored as errors
+                "unspellable": dict(unspellable.most_common())}
 
     def result(self) -> dict[str, float]:
         rep = self.details()

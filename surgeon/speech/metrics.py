@@ -106,9 +106,16 @@ def _total(fn, refs, hyps) -> Edits:
     return total
 
 
+def counts(e: Edits) -> dict:
+    """The raw counts of one alignment, as stored per utterance."""
+    return {"hits": e.hits, "substitutions": e.substitutions, "insertions": e.insertions, "deletions": e.deletions}
+
+
 def report(keys: list[str], refs: list[str], hyps: list[str], worst: int = 10) -> dict:
     """Everything the results show: WER, CER, the S/I/D counts and shares at word and character
-    level, and the `worst` utterances (highest WER, then CER) with reference and hypothesis."""
+    level, every utterance with its reference, hypothesis and raw word and character counts (paper
+    003 Tables 4 and 6 are computed from these: `surgeon compare`), and the `worst` utterances
+    (highest WER, then CER)."""
     words = [word_edits(r, h) for r, h in zip(refs, hyps)]
     chars = [char_edits(r, h) for r, h in zip(refs, hyps)]
     wt, ct = sum(words, Edits()), sum(chars, Edits())
@@ -122,5 +129,9 @@ def report(keys: list[str], refs: list[str], hyps: list[str], worst: int = 10) -
         "worst": [
             {"key": keys[i], "wer": words[i].rate, "cer": chars[i].rate, "reference": refs[i], "hypothesis": hyps[i]}
             for i in order[:worst]
+        ],
+        "utterances": [
+            {"key": k, "reference": r, "hypothesis": h, "words": counts(w), "chars": counts(c)}
+            for k, r, h, w, c in zip(keys, refs, hyps, words, chars)
         ],
     }

@@ -5,23 +5,42 @@ reads the text (or hears the same audio when it is a speech or audio model too).
 (ViT, paper 003's audio event classification) sees row i of a second manifest of images
 (`source_pairs`) paired with audio pair i. INPUTS maps each input modality to the way a batch of
 items becomes model inputs: text (tokenizer), speech (waveform), audio (AST fbank), image (pixels).
-Every transformer layer's
-output (``hidden_states[1:]``, one per layer; the embedding output is left out) is averaged over the
-sequence, ignoring padding, giving one vector per layer per sample. Layer i of the source is then
-compared with layer i of the target over all samples:
+
+Which pairs: the paper selects on 10% of the training set. `split` ("train" by default) keeps the
+pairs of that split: LJ Speech and VCTK have no official split and get surgeon's fixed hash split
+(the one training uses), a manifest its `split` column (or, without one, the same hash split);
+"all" keeps every pair. `fraction` then draws a seeded random sample of that share (`seed`), and
+`limit` keeps the first N of what remains, in file order.
+
+Where the hidden states are taken (`at`, one tensor per layer and sample, averaged over the valid
+positions, ignoring padding), in terms of the anatomy's roles:
+
+  attention  "the output of each attention block" (the paper's words): the hidden state between a
+             layer's attention and feed-forward sub-layers. Post-norm layers (BERT, HuBERT/wav2vec
+             2.0 base: x -> LN(x + Attn(x)) -> LN(. + FFN(.))): the output of `attn_norm`, the
+             attention's LayerNorm, i.e. what the feed-forward sub-layer reads. Pre-norm layers (ViT,
+             AST, HuBERT large: x -> x + Attn(LN(x)) -> . + FFN(LN(.))): the input of `ffn_norm`,
+             the residual stream after the attention's residual add. Read with forward hooks.
+  layer      each layer's output after its feed-forward sub-layer (``hidden_states[1:]``).
+
+Layer i of the source is then compared with layer i of the target over all samples:
 
   swd        sliced Wasserstein distance between the two point clouds (POT), lower = more similar
   euclidean  mean distance between the paired vectors, lower = more similar
   inner      mean inner product of the paired vectors, higher = more similar
 
-Layers are ranked from most to least similar and the top k are chosen.
+Layers are ranked from most to least similar and the top k are chosen. The SWD is a Monte Carlo
+estimate over `projections` random directions; its standard error per layer and the z-score of the
+gap between the k-th and (k+1)-th ranked layers (paired over the same directions) are reported, so
+a choice the noise could flip is visible. DEFAULT_PROJECTIONS is measured in
+benchmarks/swd_projections.py (docs/speech.md).
 
 Memory: batches stream through both models and only running sums leave a batch, except for the SWD,
-which needs the whole point clouds. It keeps each sample's projections onto the `projections` random
-directions (the same directions `ot.sliced_wasserstein_distance` draws for that seed), that is
-`projections` numbers per sample and layer instead of `hidden_size`, and finally calls
-`ot.sliced_wasserstein_distance` on those projections with identity directions, which is the same
-computation as calling it on the full vectors.
+which needs the whole point clouds. It keeps, whichever is smaller, each sample's projections onto
+the directions (`ot.sliced_wasserstein_distance`'s for that seed; float64, with fewer directions than
+half the hidden size) or the pooled vectors themselves (float32, as the model made them); the
+distance is then computed in chunks of directions, each the one-dimensional Wasserstein distance of
+the sorted projections, which is POT's own computation (and equals its result).
 """
 from __future__ import annotations
 
@@ -35,6 +54,14 @@ from surgeon.errors import SurgeonError
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
 METRICS = {"swd": False, "euclidean": False, "inner": True}  # metric -> higher is more similar
+AT = {  # where the hidden states are taken (see the module docstring)
+    "attention": "between each layer's attention and feed-forward sub-layers (post-norm: attn_norm's output; "
+                 "pre-norm: ffn_norm's input)",
+    "layer": "each layer's output, after its feed-forward sub-layer",
+}
+SPLITS = ("train", "valid", "test", "all")
+DEFAULT_PROJECTIONS = 5000  # measured: benchmarks/swd_projections.py, docs/speech.md
+DIRECTION_CHUNK = 512  # directions projected at a time when computing the SWD
 
 
 def ranking(scores: list[float], metric: str) -> list[int]:
@@ -65,13 +92,23 @@ class Encoder:
     # encoder uses group norm (the base checkpoints) are trained without a mask and their output
     # depends on the padding, so they see one clip at a time instead
     pass_mask: bool = True
+    at: str = "attention"  # a key of AT
 
     @property
     def num_layers(self) -> int:
         return self.model.config.num_hidden_layers
 
+    def tap(self, i: int) -> tuple[str, str]:
+        """Module path and side ("input" / "output") where `at` reads layer i."""
+        from surgeon.hf import layer_module_path
+
+        if self.at == "layer":
+            return layer_module_path(self.model, self.family, i), "output"
+        role, side = attention_tap(self.family, self.model.config.to_dict())
+        return layer_module_path(self.model, self.family, i, role), side
+
     def pooled(self, items) -> list:
-        """[num_layers] tensors [batch, hidden]: each layer's output averaged over its valid positions."""
+        """[num_layers] tensors [batch, hidden]: each layer's state at `at`, averaged over its valid positions."""
         import torch
 
         if self.modality == "speech" and not self.pass_mask and len(items) > 1:
@@ -80,11 +117,52 @@ class Encoder:
             return [torch.cat(layer) for layer in zip(*per_item)]
         with torch.no_grad():
             kwargs, valid = INPUTS[self.modality](self, items)
-            out = self.model(**kwargs, output_hidden_states=True)
-            mask = valid(out.hidden_states[-1].shape[1])
-            m = mask.unsqueeze(-1).to(out.hidden_states[0].dtype)
+            if self.at == "layer":
+                states = self.model(**kwargs, output_hidden_states=True).hidden_states[1:]
+            else:
+                with _tapped(self) as states:
+                    self.model(**kwargs)
+            mask = valid(states[-1].shape[1])
+            m = mask.unsqueeze(-1).to(states[0].dtype)
             denom = m.sum(1).clamp(min=1)
-            return [(h * m).sum(1) / denom for h in out.hidden_states[1:]]
+            return [(h * m).sum(1) / denom for h in states]
+
+
+def attention_tap(family, config: dict) -> tuple[str, str]:
+    """(role, side) of the state between attention and feed-forward: pre-norm layers read the input
+    of the feed-forward's LayerNorm, post-norm layers the output of the attention's LayerNorm."""
+    return ("ffn_norm", "input") if family.is_pre_norm(config) else ("attn_norm", "output")
+
+
+class _tapped:
+    """Forward hooks that collect each layer's tensor at enc.tap(i) during one forward pass; the
+    context value is the list (filled in layer order), complete when the block ends."""
+
+    def __init__(self, enc: Encoder):
+        self.enc, self.found, self.handles, self.states = enc, {}, [], []
+
+    def __enter__(self):
+        for i in range(self.enc.num_layers):
+            path, side = self.enc.tap(i)
+            module = self.enc.model.get_submodule(path)
+            if side == "input":
+                hook = module.register_forward_pre_hook(lambda _m, args, i=i: self.found.__setitem__(i, args[0]))
+            else:
+                hook = module.register_forward_hook(lambda _m, _a, out, i=i: self.found.__setitem__(
+                    i, out[0] if isinstance(out, tuple) else out))
+            self.handles.append(hook)
+        return self.states
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        if exc[0] is None:
+            missing = [i for i in range(self.enc.num_layers) if i not in self.found]
+            if missing:
+                raise SurgeonError(f"{self.enc.ref}: --at {self.enc.at}: layer {missing[0]}'s "
+                                   f"{self.enc.tap(missing[0])[0]} never ran")
+            self.states.extend(self.found[i] for i in range(self.enc.num_layers))
+        return False
 
 
 # How a batch of items becomes the model's keyword arguments, and which output positions are real
@@ -226,7 +304,9 @@ def read_image_manifest(path, expected: int) -> list:
     return items
 
 
-def open_encoder(ref: str, role: str) -> Encoder:
+def open_encoder(ref: str, role: str, at: str = "attention") -> Encoder:
+    if at not in AT:
+        raise SurgeonError(f"--at: unknown place {at!r}; expected one of {', '.join(AT)}")
     from surgeon.data.features import feature_spec_for
     from surgeon.hf import family_of_model, load_pretrained
     from surgeon.io.checkpoint import read_json
@@ -251,16 +331,16 @@ def open_encoder(ref: str, role: str) -> Encoder:
         except Exception as e:
             reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
             raise SurgeonError(f"{ref}: the {role} is a text model but its tokenizer cannot be loaded ({reason})") from None
-        return Encoder(ref, base, family, "text", tokenizer=tok)
+        return Encoder(ref, base, family, at=at, modality="text", tokenizer=tok)
     if family.modality == "speech":
         spec = feature_spec_for(config, family.name, preprocessor_config=pre)
         # group-norm feature encoders (base models) are trained without an attention mask
         pass_mask = bool(pre.get("return_attention_mask", config.get("feat_extract_norm") == "layer"))
-        return Encoder(ref, base, family, "speech", spec=spec, pass_mask=pass_mask)
+        return Encoder(ref, base, family, at=at, modality="speech", spec=spec, pass_mask=pass_mask)
     if family.modality == "audio":
-        return Encoder(ref, base, family, "audio", spec=feature_spec_for(config, family.name))
+        return Encoder(ref, base, family, at=at, modality="audio", spec=feature_spec_for(config, family.name))
     if family.modality == "image":
-        return Encoder(ref, base, family, "image", image=image_settings(config, pre))
+        return Encoder(ref, base, family, at=at, modality="image", image=image_settings(config, pre))
     raise SurgeonError(f"{ref}: select-layers has no input for a {family.modality} model ({family.name}) as the {role}")
 
 
@@ -284,44 +364,99 @@ def check_shapes(source: str, target: str) -> tuple[int, int]:
 
 @dataclass
 class Accumulator:
-    """Running per-layer sums for euclidean/inner and the projected point clouds for swd."""
+    """Running per-layer sums for euclidean/inner, and for swd the point clouds: each sample's
+    projections onto the directions when there are fewer directions than dimensions, else the
+    pooled vectors themselves (whichever is smaller)."""
 
     num_layers: int
     directions: object  # numpy [hidden, projections] (POT's random directions for the seed)
     count: int = 0
     dist_sum: list = field(default_factory=list)
     inner_sum: list = field(default_factory=list)
-    proj_s: list = field(default_factory=list)  # per layer: list of numpy [batch, projections]
-    proj_t: list = field(default_factory=list)
+    cloud_s: list = field(default_factory=list)  # per layer: list of numpy [batch, projections or hidden]
+    cloud_t: list = field(default_factory=list)
 
     def __post_init__(self):
         L = self.num_layers
         self.dist_sum, self.inner_sum = [0.0] * L, [0.0] * L
-        self.proj_s, self.proj_t = [[] for _ in range(L)], [[] for _ in range(L)]
+        self.cloud_s, self.cloud_t = [[] for _ in range(L)], [[] for _ in range(L)]
+
+    @property
+    def keeps_projections(self) -> bool:
+        """Projections (float64, 8 bytes each) when they take less room than the vectors (as the
+        model made them, float32: 4 bytes per dimension)."""
+        hidden, projections = self.directions.shape
+        return 2 * projections < hidden
 
     def add(self, src_layers, tgt_layers) -> None:
         for i, (s, t) in enumerate(zip(src_layers, tgt_layers)):
-            s, t = s.double(), t.double()
-            self.dist_sum[i] += float((s - t).norm(dim=1).sum())
-            self.inner_sum[i] += float((s * t).sum(dim=1).sum())
-            self.proj_s[i].append(s.numpy() @ self.directions)
-            self.proj_t[i].append(t.numpy() @ self.directions)
+            s64, t64 = s.double(), t.double()
+            self.dist_sum[i] += float((s64 - t64).norm(dim=1).sum())
+            self.inner_sum[i] += float((s64 * t64).sum(dim=1).sum())
+            if self.keeps_projections:
+                self.cloud_s[i].append(s64.numpy() @ self.directions)
+                self.cloud_t[i].append(t64.numpy() @ self.directions)
+            else:  # float32 and float64 as they are (exact), anything narrower widened to float32
+                self.cloud_s[i].append(_as_numpy(s))
+                self.cloud_t[i].append(_as_numpy(t))
         self.count += src_layers[0].shape[0]
 
-    def scores(self) -> dict[str, list[float]]:
+    def projected_distances(self, i: int):
+        """Layer i's squared 1-D Wasserstein distance along each direction (numpy [projections]):
+        what ot.sliced_wasserstein_distance averages before its square root. Both clouds hold one
+        point per pair with equal weights, so it is the mean squared difference of the sorted
+        projections (what ot.wasserstein_1d computes for them, several times faster)."""
         import numpy as np
-        import ot
 
-        n = max(self.count, 1)
+        xs, xt = np.concatenate(self.cloud_s[i]), np.concatenate(self.cloud_t[i])
         P = self.directions.shape[1]
-        eye = np.eye(P)
-        swd = [float(ot.sliced_wasserstein_distance(np.concatenate(ps), np.concatenate(pt), projections=eye))
-               for ps, pt in zip(self.proj_s, self.proj_t)]
-        return {
-            "swd": swd,
+        out = []
+        for start in range(0, P, DIRECTION_CHUNK):
+            cols = slice(start, start + DIRECTION_CHUNK)
+            ps, pt = (xs[:, cols], xt[:, cols]) if self.keeps_projections else (
+                xs.astype("float64") @ self.directions[:, cols], xt.astype("float64") @ self.directions[:, cols])
+            out.append(((np.sort(ps, axis=0) - np.sort(pt, axis=0)) ** 2).mean(axis=0))
+        return np.concatenate(out)
+
+    def scores(self) -> tuple[dict[str, list[float]], list]:
+        """({metric: per-layer scores}, per-layer projected distances of the swd)."""
+        n = max(self.count, 1)
+        per_direction = [self.projected_distances(i) for i in range(self.num_layers)]
+        scores = {
+            "swd": [float(v.mean() ** 0.5) for v in per_direction],
             "euclidean": [d / n for d in self.dist_sum],
             "inner": [d / n for d in self.inner_sum],
         }
+        return scores, per_direction
+
+
+def _as_numpy(x):
+    import torch
+
+    return (x if x.dtype in (torch.float32, torch.float64) else x.float()).numpy()
+
+
+def swd_noise(per_direction: list, order: list[int], top_k: int) -> dict:
+    """How much the SWD's random directions could move the choice: each layer's standard error, and
+    the gap between the k-th and (k+1)-th ranked layers in standard errors of that difference, paired
+    over the same directions (delta method on the square root). None where undefined."""
+    import numpy as np
+
+    P = len(per_direction[0])
+    swd = [float(np.sqrt(v.mean())) for v in per_direction]
+
+    def influence(i):  # d sqrt(mean) / d value, per direction
+        return per_direction[i] / (2 * swd[i]) if swd[i] > 0 else np.zeros(P)
+
+    stderr = [float(influence(i).std(ddof=1) / np.sqrt(P)) if P > 1 else None for i in range(len(swd))]
+    z = None
+    if top_k < len(order) and P > 1:
+        a, b = order[top_k - 1], order[top_k]
+        se = float((influence(b) - influence(a)).std(ddof=1) / np.sqrt(P))
+        gap = swd[b] - swd[a]
+        z = float(gap / se) if se > 0 else None  # no spread: the estimates do not depend on the directions
+    return {"stderr": stderr, "boundary": [order[top_k - 1], order[top_k]] if top_k < len(order) else None,
+            "boundary_z": z}
 
 
 def random_directions(hidden: int, projections: int, seed: int):
@@ -348,11 +483,38 @@ def check_modalities(source: str, target: str, source_pairs) -> None:
         raise SurgeonError(f"--source-pairs: only for an image source; --source {source} is {kind}")
 
 
-def select_layers(source: str, target: str, pairs, *, metric: str = "swd", top_k: int = 6, projections: int = 50,
-                  seed: int = 0, batch_size: int = 8, limit: int | None = None, progress: bool = False,
-                  source_pairs=None) -> dict:
+def split_origin(pairs, index) -> str:
+    """Where the pairs' train/valid/test split comes from, in words (for the output)."""
+    if index.name == "transcripts":
+        path = Path(pairs).expanduser()
+        path = path / "manifest.csv" if path.is_dir() else path
+        with path.open(newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+        if "split" in header:
+            return "the manifest's split column"
+        return "surgeon's fixed hash split of the file keys (the manifest has no split column), as in training"
+    return f"surgeon's fixed hash split of the file keys ({index.name} has no official split), as in training"
+
+
+def take_pairs(items: list, *, split: str, fraction: float, limit: int | None, seed: int) -> list[int]:
+    """Indices of the pairs used: those of `split` ("all": every one), then a seeded random sample of
+    `fraction` of them (at least one), then the first `limit`, in file order."""
+    import random
+
+    chosen = [i for i, it in enumerate(items) if split == "all" or it.group == split]
+    if fraction < 1.0 and chosen:
+        keep = max(1, round(fraction * len(chosen)))
+        chosen = sorted(random.Random(seed).sample(chosen, keep))
+    return chosen[:limit] if limit is not None else chosen
+
+
+def select_layers(source: str, target: str, pairs, *, metric: str = "swd", top_k: int = 6,
+                  projections: int = DEFAULT_PROJECTIONS, seed: int = 0, batch_size: int = 8,
+                  split: str = "train", fraction: float = 1.0, limit: int | None = None, at: str = "attention",
+                  progress: bool = False, source_pairs=None) -> dict:
     """Score every layer pair and choose the top k; returns the selection document (see write_selection).
 
+    split / fraction / limit: which pairs (take_pairs); at: where the hidden states are taken (AT).
     source_pairs: for an image source (ViT), a CSV manifest of images, row i going with pair i of
     `pairs`; the source sees the image, the target hears the audio."""
     import torch
@@ -361,6 +523,12 @@ def select_layers(source: str, target: str, pairs, *, metric: str = "swd", top_k
 
     if metric not in METRICS:
         raise SurgeonError(f"--metric: unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    if at not in AT:
+        raise SurgeonError(f"--at: unknown place {at!r}; expected one of {', '.join(AT)}")
+    if split not in SPLITS:
+        raise SurgeonError(f"--split: unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if not 0.0 < fraction <= 1.0:
+        raise SurgeonError(f"--fraction: must be in (0, 1], got {fraction}")
     if projections < 1:
         raise SurgeonError("--projections: must be at least 1")
     if batch_size < 1:
@@ -381,9 +549,17 @@ def select_layers(source: str, target: str, pairs, *, metric: str = "swd", top_k
             raise SurgeonError(f"--pairs {pairs}: {len(index.missing)} listed audio files are missing (first: "
                                f"{index.missing[0]}); with --source-pairs every row must be present to stay aligned")
         source_items = read_image_manifest(source_pairs, len(items))
-    if limit is not None:
-        items, source_items = items[:limit], source_items[:limit]
-    src, tgt = open_encoder(source, "source"), open_encoder(target, "target")
+    origin = split_origin(pairs, index) if split != "all" else "every pair"
+    in_split = sum(1 for it in items if split == "all" or it.group == split)
+    if not in_split:
+        from collections import Counter
+
+        have = Counter(it.group for it in items)
+        raise SurgeonError(f"--split {split}: none of the {len(items)} pairs of {pairs} is in it ({origin}: "
+                           + ", ".join(f"{k} {v}" for k, v in sorted(have.items())) + "); choose another --split")
+    chosen = take_pairs(items, split=split, fraction=fraction, limit=limit, seed=seed)
+    items, source_items = [items[i] for i in chosen], [source_items[i] for i in chosen]
+    src, tgt = open_encoder(source, "source", at), open_encoder(target, "target", at)
 
     torch.manual_seed(seed)
     acc = Accumulator(num_layers, random_directions(hidden, projections, seed))
@@ -400,27 +576,41 @@ def select_layers(source: str, target: str, pairs, *, metric: str = "swd", top_k
             forward_s += t1 - t0
             advance(len(batch))
     t1 = time.perf_counter()
-    all_scores = acc.scores()
+    all_scores, per_direction = acc.scores()
     distance_s += time.perf_counter() - t1
     scores = all_scores[metric]
+    order = ranking(scores, metric)
     return {
         "format": "surgeon-layer-selection/1",
         "metric": metric,
         "higher_is_more_similar": METRICS[metric],
+        "at": at,
+        "taken_from": {"source": _tap_words(src), "target": _tap_words(tgt)},
         "source": str(source),
         "target": str(target),
         "pairs": str(pairs),
         "source_pairs": str(source_pairs) if source_pairs is not None else None,
+        "data": {"split": split, "split_from": origin, "fraction": fraction, "limit": limit,
+                 "pairs_listed": len(index.items) + len(index.missing),
+                 "pairs_in_split": in_split, "pairs_used": len(items)},
         "num_pairs": acc.count,
         "projections": projections,
         "seed": seed,
         "top_k": top_k,
         "scores": scores,
-        "ranking": ranking(scores, metric),
-        "layers": choose(scores, metric, top_k),
+        "ranking": order,
+        "layers": sorted(order[:top_k]),
         "all_scores": all_scores,
+        "swd_noise": swd_noise(per_direction, ranking(all_scores["swd"], "swd"), top_k),
         "timing": {"forward_s": forward_s, "distance_s": distance_s},
     }
+
+
+def _tap_words(enc: Encoder) -> str:
+    """Layer 0's tap, as a module path and side, with N for the layer index."""
+    path, side = enc.tap(0)
+    layers = enc.family.memory.layers
+    return f"{path.replace(f'{layers}.0', f'{layers}.N', 1)} ({side})"
 
 
 class _progress:

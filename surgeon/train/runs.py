@@ -8,7 +8,7 @@
     <run>/plots/<cell>-curves.png, <cell>-experts-layers.png, <cell>-experts-classes.png
 
 A cell is one split (fold1..foldK, official, Session1..) with one seed (the few-shot seeds, or
-train.seed). The directory grows in a hidden work directory beside it (with resumable checkpoints,
+train.seeds, or train.seed). The directory grows in a hidden work directory beside it (with resumable checkpoints,
 see surgeon.train.resume) and appears whole when training ends; an existing one is replaced only
 with --force.
 """
@@ -57,7 +57,7 @@ def plan_cells(recipe, index, fold: int | None = None, seed: int | None = None):
     if d.few_shot is not None:
         seeds = [seed] if seed is not None else d.few_shot.seeds
     else:
-        seeds = [seed if seed is not None else recipe.train.seed]
+        seeds = [seed] if seed is not None else (recipe.train.seeds or [recipe.train.seed])
     cells = []
     for split in splits:
         for s in seeds:
@@ -355,7 +355,7 @@ def evaluate_recipe(recipe, *, run: Path | None = None, model_ref: str | None = 
     """Test metrics of a trained run's checkpoints (or of a model reference) on the recipe's test splits."""
     from surgeon.train import dist
     from surgeon.train.experts import ExpertRecorder
-    from surgeon.train.loop import evaluate, make_loader
+    from surgeon.train.loop import evaluate_tally, make_loader
     from surgeon.train.progress import Reporter
     from surgeon.train.tasks import get_task
 
@@ -384,11 +384,14 @@ def evaluate_recipe(recipe, *, run: Path | None = None, model_ref: str | None = 
         loader = make_loader(datasets["test"], recipe.eval.batch_size or recipe.train.batch_size, shuffle=False,
                              seed=s, workers=recipe.train.workers, runtime=runtime, prefetch=recipe.train.prefetch)
         recorder = ExpertRecorder(model, index.num_classes)
-        test = reported(recipe, task, evaluate(model, task, loader, runtime, index.num_classes, recorder=recorder))
+        tally = evaluate_tally(model, task, loader, runtime, index.num_classes, recorder=recorder)
+        test = reported(recipe, task, tally.result())
         reporter.message(f"{name}: test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
         out.append({"name": name, "split": split.name, "seed": s, "counts": {"test": len(datasets["test"])},
                     "valid": {}, "test": test, "experts": recorder.result(),
-                    "skipped": sorted(datasets["test"].skipped)})
+                    "skipped": sorted(datasets["test"].skipped),
+                    # per-utterance results where the task has them (speech recognition: surgeon compare)
+                    **({"details": tally.details()} if hasattr(tally, "details") else {})})
     dist.teardown(runtime)
     return {"format": "surgeon-eval/1", "recipe": str(recipe._source), "run": str(run) if run else None,
             "model": model_ref, "cells": out, "summary": summarize(out)}
