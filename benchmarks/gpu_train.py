@@ -40,6 +40,10 @@ import subprocess
 import sys
 import time
 
+from surgeon.onednn import cap_amx
+
+cap_amx()  # bf16 on AMX CPUs: oneDNN's AMX matmul leaks NaN (surgeon/onednn.py); before any kernel runs
+
 AST_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
                 num_mel_bins=128)
 NUM_LABELS = 50  # ESC-50
@@ -147,8 +151,10 @@ def measure(method: str, precision: str, *, device: str = "cpu", batch: int, fra
     if cuda:
         torch.cuda.reset_peak_memory_stats(dev)
     t0 = time.perf_counter()
+    first_loss = None
     for _ in range(warmup):
-        step()
+        loss = step()
+        first_loss = float(loss) if first_loss is None else first_loss
     sync()
     warmup_s = time.perf_counter() - t0
     walls, cpus, losses = [], [], []
@@ -176,7 +182,7 @@ def measure(method: str, precision: str, *, device: str = "cpu", batch: int, fra
         "samples_per_s": batch / step_s, "step_s": step_s, "step_min_s": min(walls),
         "cpu_s": statistics.median(cpus), "warmup_s": warmup_s,
         "peak_bytes": peak, "peak_reserved_bytes": reserved, "peak_kind": "cuda allocated" if cuda else "rss growth",
-        "loss": float(torch.stack(losses).float().mean()), "steps": steps, "warmup": warmup,
+        "loss": float(torch.stack(losses).float().mean()), "first_loss": first_loss, "steps": steps, "warmup": warmup,
         "torch": torch.__version__,
     }
 

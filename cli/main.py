@@ -117,6 +117,11 @@ def run(argv: list[str] | None = None) -> None:
     except Exception as e:
         if debug:
             raise
+        from surgeon.io.atomic import WRITE_ERRNOS
+
+        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
+            # a full disk, a quota, a read-only place: the user's to fix, named by its path
+            _fail(f"{e.filename if e.filename is not None else 'writing the output'}: {e.strerror or e}", 2)
         if _is_usage_error(e):  # unknown option, bad value, missing argument
             message = e.format_message()
             if not message:  # bare `surgeon`: the help was printed

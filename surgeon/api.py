@@ -191,10 +191,11 @@ def _add_metadata(directory: Path, metadata: dict) -> None:
 def read_record(path: Path) -> dict | None:
     """The surgery record of a directory or checkpoint (surgery.json, else the weights' metadata)."""
     from surgeon.io.checkpoint import Checkpoint, read_json
-    from surgeon.surgery_keys import parse_record
+    from surgeon.surgery_keys import check_record, parse_record
 
     if path.is_dir() and (path / RECORD_NAME).is_file():
         record = read_json(path / RECORD_NAME)
+        check_record(record, str(path / RECORD_NAME))
     elif path.is_dir() and (path / ADAPTER_NAME).is_file():
         record = parse_record(Checkpoint.open(path / ADAPTER_NAME).metadata)
     else:
@@ -369,6 +370,9 @@ def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
         return Path(out)
     if is_adapter_dir(path):
         base_path = base_reference(path, record or {"base": {}}, base)
+        if not ((record or {}).get("base") or {}).get("fingerprint") and base is None:
+            raise SurgeonError(f"{path}: the adapter records no fingerprint of its base model, so nothing shows that "
+                               f"{base_path} is the model it was made for; name the base with --base to strip to it")
         ckpt = Checkpoint.open(base_path)
         check_fingerprint(path, record or {"base": {}}, checkpoint_fingerprint(ckpt), base_path)
         with atomic_output(out, force=force, inputs=[path, base_path]) as tmp:

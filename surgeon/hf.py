@@ -46,6 +46,7 @@ def load_pretrained(ref: str | os.PathLike, model_class: type | str | None = Non
     ckpt = Checkpoint.open(path)  # validates headers and refuses pickles before transformers sees them
     if ckpt.config is None:
         raise SurgeonError(f"{path}: no config.json")
+    ckpt.check_config()  # before building: a config of 10^9 layers over 2 would take minutes and gigabytes
     try:
         config = transformers.AutoConfig.from_pretrained(path)
     except Exception as e:
@@ -53,7 +54,15 @@ def load_pretrained(ref: str | os.PathLike, model_class: type | str | None = Non
     if isinstance(model_class, str):
         model_class = getattr(transformers, model_class)
     cls = model_class or model_class_for(config)
-    model = cls.from_pretrained(path, config=config, use_safetensors=True, **kwargs)
+    try:
+        model, info = cls.from_pretrained(path, config=config, use_safetensors=True, output_loading_info=True,
+                                          **kwargs)
+    except (RuntimeError, ValueError, OSError, KeyError) as e:  # shapes that disagree with the config, mostly
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = next((line for line in lines if "size mismatch" in line or "shape" in line), lines[0] if lines else "")
+        raise SurgeonError(f"{path}: transformers cannot build {cls.__name__} from these weights "
+                           f"({detail[:300] or e.__class__.__name__})") from None
+    check_loaded(path, model, info, ckpt)
     return model.eval()
 
 
@@ -75,6 +84,36 @@ def _family_loader(path: Path):
         return None
     module, name = family.loader
     return getattr(import_module(module), name)
+
+
+def check_loaded(path: Path, model, info: dict, ckpt) -> None:
+    """Refuse a model that transformers built from other weights than the checkpoint's: backbone tensors
+    it did not find (left random), layer tensors it did not use (a layer dropped), shapes it replaced.
+    A task head that is new (missing) or another task's head left unused is normal."""
+    prefix = getattr(model, "base_model_prefix", "")
+    base = getattr(model, "base_model", model)
+    family = ckpt.family
+    # task heads are new when the checkpoint is another task's; some (Whisper's) sit beside the encoder
+    backbone = {n for n, _ in [*base.named_parameters(), *base.named_buffers()]
+                if n.split(".")[0] not in family.heads}
+    backbone |= {f"{prefix}.{n}" for n in backbone}
+    missing = sorted(k for k in info.get("missing_keys", ()) if k in backbone)
+    if missing:
+        raise SurgeonError(f"{path}: {len(missing)} backbone tensors of {type(model).__name__} are not in the "
+                           f"weights (first: {missing[0]}); config.json does not describe these weights")
+    from surgeon.surgery_keys import method_of_key
+
+    dropped = sorted(k for k in info.get("unexpected_keys", ())  # injected modules are loaded by surgeon itself
+                     if not method_of_key(k) and (family.parse(k, "disk") or family.parse(k, "memory")))
+    if dropped:
+        raise SurgeonError(f"{path}: {len(dropped)} layer tensors of the weights have no place in the model that "
+                           f"config.json describes (first: {dropped[0]})")
+    mismatched = list(info.get("mismatched_keys", ()))
+    if mismatched:
+        first = mismatched[0]
+        name = first[0] if isinstance(first, (tuple, list)) else first
+        raise SurgeonError(f"{path}: {len(mismatched)} tensors of the weights have other shapes than config.json "
+                           f"says (first: {name})")
 
 
 def family_of_model(model) -> Family:

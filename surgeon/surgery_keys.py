@@ -51,6 +51,26 @@ def parse_record(metadata: Mapping[str, str] | None) -> dict | None:
         return None
     try:
         doc = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return None
-    return doc if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        return None
+    check_record(doc, f"the {RECORD_KEY} metadata")
+    return doc
+
+
+def check_record(doc: dict, where: str) -> None:
+    """Refuse a surgery record whose structure code would trip over: one line naming the bad part."""
+    from surgeon.errors import SurgeonError
+
+    methods = doc.get("methods", [])
+    if not isinstance(methods, list):
+        raise SurgeonError(f"{where}: `methods` must be a list of {{method, options}} entries, got {methods!r:.80}")
+    for i, entry in enumerate(methods):
+        if not isinstance(entry, dict) or not isinstance(entry.get("method"), str):
+            raise SurgeonError(f"{where}: methods[{i}] must be an object with a `method` name, got {entry!r:.80}")
+        if not isinstance(entry.get("options") or {}, dict):
+            raise SurgeonError(f"{where}: methods[{i}].options must be an object, got {entry['options']!r:.80}")
+    for key in ("base", "config"):
+        if doc.get(key) is not None and not isinstance(doc[key], dict):
+            raise SurgeonError(f"{where}: `{key}` must be an object, got {doc[key]!r:.80}")

@@ -2,12 +2,31 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+# pytest-xdist: each worker gets its share of the cores (torch would start one thread per core in every
+# worker, and the workers would fight over them) and its own feature cache (never the user's ~/.cache)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+os.environ.setdefault("SURGEON_CACHE", tempfile.mkdtemp(prefix="surgeon-test-cache-"))
+
+from surgeon.onednn import cap_amx  # noqa: E402
+
+cap_amx()  # before any kernel runs in the test process: bf16 on AMX CPUs (surgeon/onednn.py)
+
+MAX_WORKERS = 4  # every worker imports torch and builds its own session fixtures
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core, at most MAX_WORKERS."""
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
 
 FAMILIES = ("ast", "vit", "bert", "hubert", "wav2vec2")
 

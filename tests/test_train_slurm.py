@@ -357,7 +357,9 @@ def test_local_executor_trains_is_requeued_resumes_and_skips_when_complete(tmp_p
     the warning signal mid-training stops it, requeues it (the local executor reruns the checkpointed
     callable) and the rerun resumes from the checkpoint; a job of the finished cell does nothing."""
     pytest.importorskip("submitit")
-    sets = ["train.epochs=2", "train.batch_size=8", "data.options.per_class=10", "method.num_experts=2",
+    # 36 steps: the signal must land while training runs; with 6 steps, a quiet machine (CI) once finished the
+    # remaining steps between the first checkpoint and the signal, and the rerun found the cell complete
+    sets = ["train.epochs=3", "train.batch_size=2", "data.options.per_class=10", "method.num_experts=2",
             "output.plots=false", "checkpoint.every_steps=1"]
     plan = make_plan("quickstart", sets, out=tmp_path / "runs", res=slurm.resources(gpus_per_node=0))
     out = plan.cell_out(plan.cells[0])
@@ -365,7 +367,7 @@ def test_local_executor_trains_is_requeued_resumes_and_skips_when_complete(tmp_p
     deadline = time.monotonic() + 120
     while not list(partial_dir(out).glob("resume/*/ckpt-*")):  # training, with a checkpoint to resume from
         assert time.monotonic() < deadline and not job.done(), job.stderr()
-        time.sleep(0.1)
+        time.sleep(0.01)
     (task,) = _children(job._process.pid)  # the process running CellJob (Slurm signals every task)
     os.kill(task, signal.SIGUSR2)
     assert job.result() == {"cell": "official-seed0", "out": str(out), "status": "trained"}

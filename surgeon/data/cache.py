@@ -12,12 +12,21 @@ import os
 from pathlib import Path
 
 from surgeon.data.types import Item
+from surgeon.errors import SurgeonError
 
 
 class FeatureCache:
     def __init__(self, directory: Path, spec_key: str):
         self.directory = Path(directory) / spec_key
         self.spec_key = spec_key
+        try:  # a folder that cannot hold the cache (/proc, read-only, a file) is one line, before any item
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / f".probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise SurgeonError(f"data.cache_dir {directory}: cannot write the feature cache there "
+                               f"({e.strerror or e}); name a writable folder or set data.cache = false") from None
 
     def entry(self, item: Item, stamp: str) -> Path:
         h = hashlib.sha256(f"{item.key}\0{stamp}\0{self.spec_key}".encode()).hexdigest()

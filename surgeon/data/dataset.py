@@ -79,10 +79,14 @@ class AudioDataset(torch.utils.data.Dataset):
             return True
         import soundfile as sf
 
+        from surgeon.data.features import check_audio_header
+
         try:
             info = sf.info(str(item.path))
-            if info.frames <= 0:
-                raise RuntimeError("no samples")
+            check_audio_header(item.path, info.samplerate, info.frames, info.channels)
+        except SurgeonError as e:
+            self._fail(item, e)
+            return False
         except Exception as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             self._fail(item, SurgeonError(f"{item.path}: cannot read audio ({reason})"))

@@ -25,6 +25,10 @@ FEATURE_KINDS = ("fbank", "waveform", "logmel")
 WHISPER_N_FFT, WHISPER_HOP = 400, 160
 
 
+MIN_RATE, MAX_RATE = 1_000, 768_000  # Hz: what audio files use; a header outside it is corrupt
+MAX_SECONDS = 3 * 3600  # one clip; a header claiming more would allocate gigabytes before failing
+MAX_FRAMES = 360_000  # fbank frames of 10 ms: one hour
+
 @dataclass(frozen=True)
 class FeatureSpec:
     kind: Literal["fbank", "waveform", "logmel"] = "fbank"
@@ -45,6 +49,14 @@ class FeatureSpec:
             raise SurgeonError("data.features: sample_rate, max_frames and num_mel_bins must be positive")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise SurgeonError("data.max_seconds: must be positive")
+        # sizes checked before anything is allocated: max_frames = 1e9 asked for a 153 GB batch
+        if not MIN_RATE <= self.sample_rate <= MAX_RATE:
+            raise SurgeonError(f"data.sample_rate: {self.sample_rate} Hz; audio is {MIN_RATE}-{MAX_RATE} Hz")
+        if self.max_frames > MAX_FRAMES:
+            raise SurgeonError(f"data.max_frames: {self.max_frames} frames of 10 ms is more than "
+                               f"{MAX_FRAMES} ({MAX_FRAMES // 6000} minutes) per clip")
+        if self.max_seconds is not None and self.max_seconds > MAX_SECONDS:
+            raise SurgeonError(f"data.max_seconds: {self.max_seconds} s is more than {MAX_SECONDS} s per clip")
         if self.freq_mask < 0 or self.time_mask < 0:
             raise SurgeonError("data.features: SpecAugment mask widths cannot be negative")
 
@@ -129,27 +141,38 @@ def logmel_settings(model_config: dict, pre: dict) -> dict:
 # -- audio ---------------------------------------------------------------------------------------
 
 
-def load_audio(path: Path, sample_rate: int = TARGET_RATE, start: float | None = None, end: float | None = None):
-    """Read a file with soundfile (only [start, end) seconds of it when given: a segment of a long
-    recording is read without decoding the rest), mix to mono, resample: float32 tensor [samples]."""
+def check_audio_header(path: Path, rate: int, frames: int, channels: int = 1) -> None:
+    """Refuse what a file's header claims before reading it: no samples, a rate that is no audio's
+    (a header of 1 Hz x 200,000 frames resampled to 16 kHz is 3.2 billion samples), too long a clip."""
+    if frames <= 0:
+        raise SurgeonError(f"{path}: the audio file holds no samples")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise SurgeonError(f"{path}: sample rate {rate} Hz in the header is not audio "
+                           f"({MIN_RATE}-{MAX_RATE} Hz); the file is corrupt")
+    if frames / rate > MAX_SECONDS or channels > 64:
+        raise SurgeonError(f"{path}: the header claims {frames / rate / 3600:.1f} hours x {channels} channels; "
+                           f"clips of at most {MAX_SECONDS // 3600} hours are read (cut the file)")
+
+
+def read_audio(path: Path, start: float | None = None, end: float | None = None):
+    """(float32 samples [frames, channels], rate), checked: header, readable, finite. With start/end
+    only [start, end) seconds are read: a segment of a long recording without decoding the rest."""
+    import numpy as np
     import soundfile as sf
-    import torch
 
     if not Path(path).is_file():
         raise SurgeonError(f"{path}: audio file not found")
     try:
-        if start is None and end is None:
-            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-        else:
-            with sf.SoundFile(str(path)) as f:
-                rate, frames = f.samplerate, f.frames
-                first = max(0, int(round((start or 0.0) * rate)))
-                last = frames if end is None else min(frames, int(round(end * rate)))
-                if 0 < frames <= first:
-                    raise SurgeonError(f"{path}: the segment starts at {start:.3f} s, after the end of the audio "
-                                       f"({frames / rate:.3f} s)")
-                f.seek(min(first, frames))
-                data = f.read(max(last - first, 1) if frames else 0, dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            rate, frames = f.samplerate, f.frames
+            check_audio_header(path, rate, frames, f.channels)
+            first = max(0, int(round((start or 0.0) * rate)))
+            last = frames if end is None else min(frames, int(round(end * rate)))
+            if first >= frames:
+                raise SurgeonError(f"{path}: the segment starts at {start:.3f} s, after the end of the audio "
+                                   f"({frames / rate:.3f} s)")
+            f.seek(first)
+            data = f.read(max(last - first, 1), dtype="float32", always_2d=True)
     except SurgeonError:
         raise
     except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
@@ -157,6 +180,16 @@ def load_audio(path: Path, sample_rate: int = TARGET_RATE, start: float | None =
         raise SurgeonError(f"{path}: cannot read audio ({reason})") from None
     if data.shape[0] == 0:
         raise SurgeonError(f"{path}: the audio file holds no samples")
+    if not np.isfinite(data).all():
+        raise SurgeonError(f"{path}: the audio holds NaN or infinite samples")
+    return data, rate
+
+
+def load_audio(path: Path, sample_rate: int = TARGET_RATE, start: float | None = None, end: float | None = None):
+    """Read a file (or its [start, end) seconds) with soundfile, mix to mono, resample: float32 tensor [samples]."""
+    import torch
+
+    data, rate = read_audio(path, start, end)
     wav = torch.from_numpy(data).mean(dim=1)
     return resample(wav, rate, sample_rate)
 

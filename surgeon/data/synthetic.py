@@ -20,6 +20,10 @@ KINDS = ("tone", "chirp", "noise", "pulses")
 LOW_HZ, HIGH_HZ = 150.0, 4000.0  # every signal (chirps reach 1.5x, noise 1.4x) stays below 8 kHz
 
 
+MAX_SYNTHETIC_SECONDS = 600
+MAX_SYNTHETIC_ITEMS = 1_000_000
+
+
 @dataclass(frozen=True)
 class SyntheticSource:
     num_classes: int = 5
@@ -96,8 +100,11 @@ def read_synthetic(
         raise SurgeonError(f"data.options.num_classes: synthetic needs at least 2 classes, got {num_classes}")
     if per_class < 3:
         raise SurgeonError(f"data.options.per_class: synthetic needs at least 3 items per class, got {per_class}")
-    if seconds <= 0:
-        raise SurgeonError(f"data.options.seconds: must be positive, got {seconds}")
+    if not 0 < seconds <= MAX_SYNTHETIC_SECONDS:  # rendered in memory, clip by clip
+        raise SurgeonError(f"data.options.seconds: must be in (0, {MAX_SYNTHETIC_SECONDS}], got {seconds}")
+    if num_classes * per_class > MAX_SYNTHETIC_ITEMS:
+        raise SurgeonError(f"data.options: {num_classes} classes x {per_class} items is more than "
+                           f"{MAX_SYNTHETIC_ITEMS:,} synthetic clips")
     source = SyntheticSource(num_classes=num_classes, per_class=per_class, seconds=seconds, seed=seed)
     n_test = max(1, round(per_class * test_fraction))
     n_valid = max(1, round(per_class * valid_fraction))

@@ -23,13 +23,37 @@ from surgeon.io.writer import INDEX_NAME, WEIGHTS_NAME, st_dtype, torch_dtype
 PICKLE_WEIGHTS_NAME = "pytorch_model.bin"  # what save_pretrained wrote before safetensors
 
 
+def model_roots(model_dir: Path) -> list[Path]:
+    """Where the files of a model directory may really live: the directory itself and, for a snapshot
+    of the Hugging Face cache (models--org--name/snapshots/REV), that repository (its blobs)."""
+    model_dir = Path(model_dir).absolute()
+    roots = [model_dir.resolve()]
+    parent = model_dir.parent
+    if parent.name == "snapshots" and parent.parent.name.startswith("models--"):
+        roots.append(parent.parent.resolve())
+    return roots
+
+
+def inside_model(file: Path, model_dir: Path) -> bool:
+    """Whether `file`, symlinks resolved, lies inside the model directory (or its cache repository)."""
+    real = Path(file).resolve()
+    return any(real == r or r in real.parents for r in model_roots(model_dir))
+
+
+MAX_JSON_BYTES = 64 * 1024**2  # a config, an index or a record: far more than any real one
+
+
 def read_json(path: Path, what: str = "") -> dict:
     try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise SurgeonError(f"{path}: {path.stat().st_size} bytes is too large for a JSON file{what}")
         doc = json.loads(path.read_text())
     except OSError as e:
         raise SurgeonError(f"{path}: cannot read{what}: {e.strerror or e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SurgeonError(f"{path}: not valid JSON{what} ({e})") from None
+    except RecursionError:  # json recurses once per nesting level
+        raise SurgeonError(f"{path}: not valid JSON{what} (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise SurgeonError(f"{path}: expected a JSON object{what}")
     return doc
@@ -97,11 +121,17 @@ class Checkpoint:
         weight_map = index.get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise SurgeonError(f"{index_path}: no weight_map")
+        for name, shard in weight_map.items():
+            if not isinstance(shard, str) or not shard:
+                raise SurgeonError(f"{index_path}: weight_map[{name!r}] is {shard!r}, not a shard file name")
         tensors: dict[str, TensorInfo] = {}
         metadata: dict[str, str] = {}
         files = []
         for shard in sorted(set(weight_map.values())):
             file = path / shard
+            if Path(shard).is_absolute() or ".." in Path(shard).parts or not inside_model(file, path):
+                raise SurgeonError(f"{index_path}: shard {shard!r} lies outside the model directory {path}; "
+                                   "shards must be files of the model directory")
             if not file.is_file():
                 raise SurgeonError(f"{index_path}: shard {shard} is missing")
             header = read_header(file)
@@ -145,6 +175,10 @@ class Checkpoint:
         """num_layers, hidden_size, num_heads, intermediate_size (from config, else from shapes)."""
         fam = self.family
         dims = fam.dims(self.config) if self.config else dict.fromkeys(fam.config_keys)
+        for name, value in dims.items():
+            if value is not None and (type(value) is not int or value < 1):
+                raise SurgeonError(f"{self.path}: config.json {fam.config_keys[name]} = {value!r} is not a positive "
+                                   "integer")
         keys = self.tensors.keys()
         if dims.get("num_layers") is None:
             dims["num_layers"] = fam.num_layers_in(keys, self.scheme)
@@ -155,6 +189,18 @@ class Checkpoint:
         if dims.get("intermediate_size") is None and f:
             dims["intermediate_size"] = f.shape[0]
         return dims
+
+    def check_config(self) -> None:
+        """Refuse a config.json that does not describe these weights, before anything is built from it
+        (a config claiming 10^9 layers over 2 took minutes and gigabytes to fail)."""
+        if not self.config:
+            return
+        fam = self.family
+        declared = self.dims["num_layers"]
+        found = fam.num_layers_in(self.tensors.keys(), self.scheme)
+        if found and declared != found:
+            raise SurgeonError(f"{self.path}: config.json {fam.config_keys['num_layers']} = {declared} but the "
+                               f"weights hold {found} layers; the config does not describe these weights")
 
     def role_key(self, layer: int, role: str, leaf: str = "weight") -> str:
         return self.family.key(layer, role, leaf, scheme=self.scheme, prefix=self.prefix)
@@ -211,12 +257,18 @@ class Checkpoint:
         return dict(self.iter_tensors())
 
     def sibling_files(self) -> list[Path]:
-        """Non-weight files of a model directory (config, tokenizer, feature extractor...), for copying."""
+        """Non-weight files of a model directory (config, tokenizer, feature extractor...), for copying.
+        A file that is a link to outside the model (outside its Hugging Face cache repository) is refused."""
         if not self.path.is_dir():
             return []
         weights = {f.name for f in self.files} | {INDEX_NAME}
-        return [
+        found = [
             p for p in sorted(self.path.iterdir())
             if p.is_file() and p.name not in weights and not p.name.endswith(PICKLE_SUFFIXES)
             and not p.name.endswith(".safetensors")
         ]
+        for p in found:
+            if not inside_model(p, self.path):
+                raise SurgeonError(f"{p}: links to {p.resolve()}, outside the model directory {self.path}; "
+                                   "refusing to copy it into the output (copy the file into the model instead)")
+        return found

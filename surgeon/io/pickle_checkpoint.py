@@ -45,4 +45,15 @@ def load_pickle_state_dict(path: Path) -> dict:
             obj = obj[wrapper]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise SurgeonError(f"{path}: pickle does not hold a state dict of tensors")
+    from surgeon.io.writer import _TORCH_TO_ST
+
+    for key, t in obj.items():
+        if not isinstance(key, str):
+            raise SurgeonError(f"{path}: state dict key {key!r} is a {type(key).__name__}, not a tensor name")
+        if t.layout != torch.strided:
+            raise SurgeonError(f"{path}: tensor {key!r} is {str(t.layout).removeprefix('torch.')}; only dense "
+                               "tensors can be read (call .to_dense() before saving)")
+        if str(t.dtype).removeprefix("torch.") not in _TORCH_TO_ST:
+            raise SurgeonError(f"{path}: tensor {key!r} has dtype {str(t.dtype).removeprefix('torch.')}, which "
+                               f"safetensors cannot hold (supported: {', '.join(_TORCH_TO_ST)})")
     return obj

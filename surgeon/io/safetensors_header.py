@@ -24,7 +24,7 @@ FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
 MAX_HEADER_BYTES = 100_000_000  # the reference library's cap
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a 60 MB header holds 550,000 of them
 class TensorInfo:
     name: str
     dtype: str
@@ -55,13 +55,23 @@ class Header:
     file_size: int
 
 
+MAX_DIM = 2**64 - 1  # the reference library reads sizes as unsigned 64-bit integers
+
+
 def _no_duplicates(pairs):
-    seen = {}
-    for k, v in pairs:
-        if k in seen:
-            raise SurgeonError(f"duplicate tensor name {k!r} in the header")
-        seen[k] = v
+    seen = dict(pairs)  # in C: a Python loop here made a 60 MB header take 20 s
+    if len(seen) != len(pairs):
+        names = set()
+        for k, _ in pairs:
+            if k in names:
+                raise SurgeonError(f"duplicate tensor name {k!r} in the header")
+            names.add(k)
     return seen
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def read_header(path: str | os.PathLike) -> Header:
@@ -96,7 +106,7 @@ def _read_header(path: Path) -> Header:
         raise SurgeonError(f"cannot read: {e.strerror or e}") from None
     try:
         doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deeply
         raise SurgeonError(f"not a safetensors file: header is not valid JSON ({e.__class__.__name__})") from None
     if not isinstance(doc, dict):
         raise SurgeonError("not a safetensors file: header is not a JSON object")
@@ -106,23 +116,26 @@ def _read_header(path: Path) -> Header:
     data_start = 8 + n
     buffer = size - data_start
     tensors: dict[str, TensorInfo] = {}
+    sizes = DTYPE_SIZES
     for name, entry in doc.items():
         if not isinstance(entry, dict) or {"dtype", "shape", "data_offsets"} - entry.keys():
             raise SurgeonError(f"tensor {name!r}: entry lacks dtype, shape or data_offsets")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in DTYPE_SIZES:
-            raise SurgeonError(f"tensor {name!r}: unknown dtype {dtype!r}")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            raise SurgeonError(f"tensor {name!r}: shape {shape!r} is not a list of sizes")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            raise SurgeonError(f"tensor {name!r}: data_offsets {offsets!r} is not [begin, end]")
+        if not isinstance(dtype, str) or dtype not in sizes:
+            raise SurgeonError(f"tensor {name!r}: unknown dtype {_short(dtype)}")
+        if type(shape) is not list or not all(type(d) is int and 0 <= d <= MAX_DIM for d in shape):
+            raise SurgeonError(f"tensor {name!r}: shape {_short(shape)} is not a list of sizes (integers 0 to 2^64-1)")
+        expected = math.prod(shape) * sizes[dtype]
+        if expected > MAX_DIM:
+            raise SurgeonError(f"tensor {name!r}: shape {_short(shape)} has more bytes than 2^64")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+            raise SurgeonError(f"tensor {name!r}: data_offsets {_short(offsets)} is not [begin, end]")
         begin, end = offsets
         if not 0 <= begin <= end <= buffer:
             raise SurgeonError(
                 f"tensor {name!r}: data_offsets [{begin}, {end}) lie outside the {buffer}-byte data buffer "
                 "(file truncated or header corrupt)"
             )
-        expected = math.prod(shape) * DTYPE_SIZES[dtype]
         if end - begin != expected:
             raise SurgeonError(
                 f"tensor {name!r}: {end - begin} bytes for shape {shape} {dtype}, which needs {expected}"

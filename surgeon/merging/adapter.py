@@ -106,7 +106,10 @@ def lora_scaling(record: dict, where: Path) -> float:
         if entry.get("method") == "lora":
             options = entry.get("options") or {}
             if "scaling" in options:
-                return float(options["scaling"])
+                value = options["scaling"]
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise SurgeonError(f"{where}: the LoRA scaling of the surgery record is {value!r}, not a number")
+                return float(value)
             raise SurgeonError(f"{where}: the LoRA entry of the surgery record has no `scaling`")
     raise SurgeonError(f"{where}: the surgery record has no LoRA method")
 

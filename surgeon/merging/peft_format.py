@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 from surgeon.errors import SurgeonError
@@ -24,17 +23,43 @@ PREFIX = "base_model.model."
 _SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B"}
 
 
-def pattern_value(patterns: dict, module: str, default):
-    """PEFT's rank_pattern/alpha_pattern lookup: the first pattern p with re.match(rf'(.*\\.)?({p})$', module)."""
+PATTERN_TIMEOUT_S = 1.0  # one module against one pattern; a backtracking pattern like (a|aa)+b never ends
+
+
+def pattern_value(patterns: dict, module: str, default, what: str = "rank_pattern"):
+    """PEFT's rank_pattern/alpha_pattern lookup: the first pattern p that matches the module name whole
+    or as a suffix after a dot (re.match(rf'(.*\\.)?({p})$', module)), each match bounded in time (the
+    `regex` library's timeout; transformers already depends on it)."""
+    import regex
+
+    if patterns is not None and not isinstance(patterns, dict):
+        raise SurgeonError(f"{CONFIG_FILE}: {what} must map module patterns to values, got {patterns!r}")
     for pattern, value in (patterns or {}).items():
-        if re.match(rf"(.*\.)?({pattern})$", module):
-            return value
+        try:
+            if regex.match(rf"(.*\.)?({pattern})$", module, timeout=PATTERN_TIMEOUT_S):
+                return value
+        except regex.error as e:
+            raise SurgeonError(f"{CONFIG_FILE}: {what} pattern {pattern!r} is not a regular expression ({e})") from None
+        except TimeoutError:
+            raise SurgeonError(f"{CONFIG_FILE}: {what} pattern {pattern!r} takes too long to match {module!r} "
+                               "(catastrophic backtracking); simplify it") from None
     return default
 
 
+def _number(value, what: str, kind=float, positive: bool = True):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and kind is int:
+        ok = float(value).is_integer()
+    if not ok or (positive and value <= 0):
+        wanted = ("a positive " if positive else "a finite ") + ("integer" if kind is int else "number")
+        raise SurgeonError(f"{CONFIG_FILE}: {what} = {value!r} is not {wanted}")
+    return kind(value)
+
+
 def peft_scaling(config: dict, module: str) -> tuple[int, float]:
-    r = int(pattern_value(config.get("rank_pattern"), module, config.get("r", 8)))
-    alpha = float(pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", 8)))
+    r = _number(pattern_value(config.get("rank_pattern"), module, config.get("r", 8)), f"r of {module}", int)
+    alpha = _number(pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", 8), "alpha_pattern"),
+                    f"lora_alpha of {module}", positive=False)
     return r, alpha / (math.sqrt(r) if config.get("use_rslora") else r)
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from surgeon.errors import SurgeonError
 from surgeon.modules.common import check_choice, check_positive, check_width, quick_gelu
 from surgeon.modules.convpass import CONV_INITS, init_conv_
 
@@ -82,12 +83,20 @@ class ExpertBank(nn.Module):
         return mixed + gates @ self.up_bias
 
 
+MAX_EXPERT_PARAMETERS = 10**9  # per mixture: above it the allocation itself is the failure
+
+
 def _check(owner: str, d_model, num_experts, bottleneck, expert, kernel, conv_init) -> None:
     check_width(owner, d_model, bottleneck)
     check_positive(owner, "num_experts", num_experts)
     check_choice(owner, "expert", expert, EXPERTS)
     check_positive(owner, "kernel", kernel)
     check_choice(owner, "conv_init", conv_init, CONV_INITS)
+    size = num_experts * (2 * d_model * bottleneck + d_model + bottleneck + (bottleneck * bottleneck * kernel
+                                                                             if expert == "convpass" else 0))
+    if size > MAX_EXPERT_PARAMETERS:
+        raise SurgeonError(f"{owner}: num_experts = {num_experts} experts of bottleneck {bottleneck} at width "
+                         f"{d_model} are {size:,} parameters per layer, over {MAX_EXPERT_PARAMETERS:,}")
 
 
 class DenseMoA(nn.Module):

@@ -190,8 +190,8 @@ class TrainSection(Section):
     grad_accum: int = Field(1, ge=1)
     clip: Optional[float] = Field(None, gt=0, description="Max gradient norm.")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    seed: int = 0
-    seeds: Optional[list[int]] = Field(
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="numpy, torch and Python's RNGs all take it.")
+    seeds: Optional[list[Annotated[int, Field(ge=0, le=2**32 - 1)]]] = Field(
         None, min_length=1,
         description="Train one cell per seed (results give mean and std over them); default: [seed]. "
                     "seed still seeds the split.")

@@ -62,10 +62,35 @@ def _check_data(recipe, report):
     if index.missing and recipe.data.on_error == "raise":
         report["problems"].append(f"data: {len(index.missing)} files listed by the metadata are missing "
                                   f"(first: {index.missing[0]}); set data.on_error = 'skip' to train without them")
+    unreadable = _unreadable_audio(index)
+    report["data"]["unreadable"] = unreadable
+    if unreadable:
+        what = f"data: {len(unreadable)} audio files cannot be trained on (first: {unreadable[0]})"
+        if recipe.data.on_error == "raise":
+            report["problems"].append(what + "; fix or remove them, or set data.on_error = 'skip'")
+        else:
+            report.setdefault("notes", []).append(what + "; training skips them (data.on_error = 'skip')")
     empty = [name for name, n in index.class_counts().items() if n == 0]
     if empty:
         report["problems"].append(f"data: class {empty[0]!r} has no items" + (f" ({len(empty)} classes)" if len(empty) > 1 else ""))
     return index
+
+
+def _unreadable_audio(index) -> list[str]:
+    """Every listed file train would reject (unreadable, empty, corrupt header, NaN samples): each is
+    read once, as training would."""
+    from surgeon.data.features import read_audio
+
+    missing = set(map(str, index.missing))
+    bad = []
+    for item in index.items:
+        if item.path is None or str(item.path) in missing or not item.path.is_file():
+            continue
+        try:
+            read_audio(item.path, item.start, item.end)
+        except SurgeonError as e:
+            bad.append(str(e))
+    return bad
 
 
 def _check_device(recipe, report):

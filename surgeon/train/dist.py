@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from surgeon.errors import SurgeonError
+from surgeon.onednn import cap_amx
+
+cap_amx()  # before any CPU kernel runs: bf16 on AMX CPUs is otherwise NaN on some runs (see surgeon/onednn.py)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -84,6 +87,9 @@ def setup(device: str = "auto", precision: str = "fp32", tf32: bool = True) -> R
     dev = resolve_device(device, local)
     check_precision(precision, dev)
     if world > 1 and not torch.distributed.is_initialized():
+        from surgeon.train.launch import die_with_launcher
+
+        die_with_launcher()  # a worker of `surgeon train --nproc N`: no orphan outlives a killed launcher
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")

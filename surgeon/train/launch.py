@@ -22,6 +22,8 @@ from surgeon.errors import SurgeonError
 
 ERROR_DIR_ENV = "SURGEON_ERROR_DIR"   # set for the workers: where they write their one-line errors
 WORKER_ENV = "SURGEON_LAUNCHED"       # set for the workers: keep catching signals until the checkpoint
+LAUNCHER_PID_ENV = "SURGEON_LAUNCHER_PID"  # set for the workers: they die with this process
+WATCH_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -81,6 +83,7 @@ def relaunch(launch: Launch, worker_args: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="surgeon-launch-") as errors:
         os.environ[ERROR_DIR_ENV] = errors
         os.environ[WORKER_ENV] = "1"
+        os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
         try:
             config, cmd, cmd_args = config_from_args(get_args_parser().parse_args(args))
             elastic_launch(config, cmd)(*cmd_args)
@@ -92,6 +95,29 @@ def relaunch(launch: Launch, worker_args: list[str]) -> None:
         finally:
             os.environ.pop(ERROR_DIR_ENV, None)
             os.environ.pop(WORKER_ENV, None)
+            os.environ.pop(LAUNCHER_PID_ENV, None)
+
+
+def die_with_launcher() -> bool:
+    """In a worker of this launcher: a daemon thread that kills this process as soon as the launcher is
+    gone (SIGKILLed launchers cannot stop their workers; left running, they would finish the run on their
+    own and write under a `--resume` started meanwhile). The launcher is the workers' parent, so its
+    death shows as a change of parent pid. False outside a launch."""
+    import signal
+    import threading
+
+    launcher = os.environ.get(LAUNCHER_PID_ENV, "")
+    if not launcher.isdigit():
+        return False
+    launcher_pid = int(launcher)
+
+    def watch():
+        while os.getppid() == launcher_pid:
+            time.sleep(WATCH_INTERVAL_S)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="surgeon-launcher-watch", daemon=True).start()
+    return True
 
 
 def _first_error(folder: Path, code: int) -> SurgeonError:

@@ -263,7 +263,10 @@ def check_run(recipe, *, fold=None, seed=None, out: Path, force: bool = False, r
     index = load_dataset(recipe)
     cells = plan_cells(recipe, index, fold, seed)
     inputs = [p for p in (recipe.data.root, recipe.model.surgery, recipe._source) if p]
-    WorkDir.open(recipe, out, [c.name for c in cells], force=force, resume=resume, inputs=inputs, writer=False)
+    work = WorkDir.open(recipe, out, [c.name for c in cells], force=force, resume=resume, inputs=inputs, writer=False)
+    from surgeon.io.lock import OutputLock
+
+    OutputLock(work.out, "run").release()  # a run of it in progress: refused before any worker starts
 
 
 def train_recipe(recipe, *, fold: int | None = None, seed: int | None = None, out=None, force: bool = False,

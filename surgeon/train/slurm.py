@@ -158,6 +158,7 @@ def make_plan(recipe_arg: str, set_args=(), *, fold: int | None = None, seed: in
     root = Path(out if out is not None else default_out(recipe)).expanduser().resolve()
     plan = Plan(recipe=ref, recipe_stem=Path(str(recipe._source)).stem, sets=tuple(set_args), cells=cells,
                 out=root, resources=res or Resources(), force=force)
+    check_script_values(plan)
     inputs = [p for p in (recipe.data.root, recipe.model.surgery, recipe._source) if p]
     for target in (plan.jobs_file, *(plan.cell_out(c) for c in cells)):
         check_output(target, force=force, inputs=inputs)
@@ -222,16 +223,18 @@ def launch_args(plan: Plan, *, node_rank: int, master_addr: str, port: int) -> l
 
 # ---------------------------------------------------------------------------------------- texts
 
-def describe(plan: Plan) -> str:
-    """The job plan in words: cells, array size, resources, output layout."""
+def describe(plan: Plan, quote=str) -> str:
+    """The job plan in words: cells, array size, resources, output layout (values through `quote`:
+    shlex.quote in the job script's comments)."""
     r = plan.resources
     n = len(plan.cells)
+    q = lambda v: quote(str(v))  # noqa: E731
     gpus = f"{r.gpus_per_node} GPU(s)" if r.gpus_per_node else "no GPU"
     lines = [
-        f"job {plan.job_name}: an array of {n} task(s), one per cell of {plan.recipe}",
-        *(f"  --set {s}" for s in plan.sets),
+        f"job {q(plan.job_name)}: an array of {n} task(s), one per cell of {q(plan.recipe)}",
+        *(f"  --set {q(s)}" for s in plan.sets),
         f"resources per task: {r.nodes} node(s) x {gpus}, {r.nproc} training process(es) per node, "
-        f"time {format_time(r.time_min)}, partition {r.partition or '(cluster default)'}"
+        f"time {format_time(r.time_min)}, partition {q(r.partition) if r.partition else '(cluster default)'}"
         + (f", {r.cpus_per_task} CPUs per task" if r.cpus_per_task else ""),
         f"requeued near the time limit (at most {MAX_REQUEUES} times) or on preemption, resuming "
         "from the cell's last checkpoint; a complete cell is not run again"
@@ -240,15 +243,35 @@ def describe(plan: Plan) -> str:
     ]
     for i, c in enumerate(plan.cells):
         fold = f"--fold {c.fold} " if c.fold is not None else ""
-        lines.append(f"  [{i}] {c.name}: {fold}--seed {c.seed} -> {plan.cell_out(c)}/")
+        lines.append(f"  [{i}] {q(c.name)}: {fold}--seed {c.seed} -> {q(str(plan.cell_out(c)) + '/')}")
     lines += [
-        f"output: {plan.out}/<cell>/ (results.json, checkpoints/, plots/); logs and jobs.json in {plan.logs}/",
+        f"output: {q(str(plan.out) + '/')}<cell>/ (results.json, checkpoints/, plots/); logs and jobs.json in "
+        f"{q(str(plan.logs) + '/')}",
     ]
     return "\n".join(lines)
 
 
+def _control_character(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def check_script_values(plan: Plan) -> None:
+    """Refuse control characters (a newline above all) in every path and name that reaches the job
+    script: inside an `#SBATCH` line or a comment, a newline starts a line that bash runs."""
+    values = {"--out": str(plan.out), "the recipe": plan.recipe, "the working directory": plan.cwd,
+              "--partition": plan.resources.partition or "", "the job name": plan.job_name,
+              **{f"--set {s}": s for s in plan.sets}, **{f"cell {c.name}": c.name for c in plan.cells},
+              **{"the surgeon command": " ".join(plan.surgeon)}}
+    for what, value in values.items():
+        if _control_character(value):
+            raise SurgeonError(f"{what}: {value!r} contains a control character (newline, tab...), which cannot "
+                               "go into a job script; rename it")
+
+
 def render_sbatch(plan: Plan) -> str:
-    """A standalone sbatch script equivalent to `submit`: one array task per cell."""
+    """A standalone sbatch script equivalent to `submit`: one array task per cell. Every value is
+    shell-quoted, in comments too, and none holds a control character (check_script_values)."""
+    check_script_values(plan)
     r = plan.resources
     q = shlex.quote
     n = len(plan.cells)
@@ -263,7 +286,7 @@ def render_sbatch(plan: Plan) -> str:
     directives += [f"--time={format_time(r.time_min)}", "--requeue", f"--signal=B:USR2@{SIGNAL_DELAY_S}",
                    "--open-mode=append", f"--output={q(str(plan.logs / '%A_%a.log'))}"]
     words = lambda items: " ".join(q(str(x)) for x in items)  # noqa: E731
-    plan_comment = "\n".join(f"# {line}" if line else "#" for line in describe(plan).splitlines())
+    plan_comment = "\n".join(f"# {line}" if line else "#" for line in describe(plan, quote=q).splitlines())
     return f"""#!/bin/bash
 {chr(10).join(f"#SBATCH {d}" for d in directives)}
 

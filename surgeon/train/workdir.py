@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 from surgeon.errors import SurgeonError
@@ -36,40 +35,70 @@ def locate(out: Path, resume: str) -> tuple[Path, Path]:
 
 
 class WorkDir:
-    def __init__(self, path: Path, out: Path, writer: bool):
+    def __init__(self, path: Path, out: Path, writer: bool, lock=None):
         self.path, self.out, self.writer = path, out, writer
         self.fresh = None  # (recipe, identity) of a run to start; None when resuming
+        self.lock = lock  # the writer's OutputLock on `out`, held until complete() or the process ends
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    @staticmethod
+    def _lock(out: Path, writer: bool):
+        """The writer (rank 0) locks the run for its whole life: a second `train --force` or a `--resume`
+        while it runs stops with one line naming it, instead of both writing the same directory."""
+        from surgeon.io.lock import OutputLock
+
+        return OutputLock(Path(out).expanduser().resolve(), "run") if writer else None
 
     @classmethod
     def open(cls, recipe, out: Path, cells: list[str], *, force: bool, resume: str | None, inputs=(),
              writer: bool = True) -> "WorkDir":
         from surgeon.io.atomic import check_output
-        from surgeon.train.resume import first_difference, identity
+        from surgeon.train.resume import identity
 
         ident = {"recipe": identity(recipe.model_dump(mode="json")), "cells": cells}
         if resume:
             out, work = locate(out, resume)
-            if not resumable(work):
-                if out.is_dir() and (out / "results.json").is_file():
-                    raise SurgeonError(f"--resume: {out} is a finished run, there is nothing to resume "
-                                       "(train again with --force, without --resume)")
-                raise SurgeonError(f"--resume: no interrupted run to continue at {out} "
-                                   f"(looked for {work}); start one without --resume")
-            check_output(out, force=force, inputs=inputs)
-            saved = json.loads((work / "run.json").read_text())
-            diff = first_difference(saved.get("identity"), ident)
-            if diff:
-                raise SurgeonError(f"--resume: {work} is a run of another recipe, model or selection of cells "
-                                   f"({diff}); start over with --force or choose another --out")
-            return cls(work, out, writer)
+            lock = cls._lock(out, writer)
+            try:
+                return cls._open_resume(out, work, ident, force, inputs, writer, lock)
+            except BaseException:
+                if lock is not None:
+                    lock.release()
+                raise
         out = check_output(out, force=force, inputs=inputs)
+        lock = cls._lock(out, writer)
         work = partial_dir(out)
         if resumable(work) and not force:
+            if lock is not None:
+                lock.release()
             raise SurgeonError(f"{out}: an interrupted run of it is in {work}; continue it with --resume, "
                                "or pass --force to start over")
-        self = cls(work, out, writer)
+        self = cls(work, out, writer, lock)
         self.fresh = (recipe, ident)
         return self
+
+    @classmethod
+    def _open_resume(cls, out, work, ident, force, inputs, writer, lock) -> "WorkDir":
+        from surgeon.io.atomic import check_output
+        from surgeon.train.resume import first_difference
+
+        if not resumable(work):
+            if out.is_dir() and (out / "results.json").is_file():
+                raise SurgeonError(f"--resume: {out} is a finished run, there is nothing to resume "
+                                   "(train again with --force, without --resume)")
+            raise SurgeonError(f"--resume: no interrupted run to continue at {out} "
+                               f"(looked for {work}); start one without --resume")
+        check_output(out, force=force, inputs=inputs)
+        saved = json.loads((work / "run.json").read_text())
+        diff = first_difference(saved.get("identity"), ident)
+        if diff:
+            raise SurgeonError(f"--resume: {work} is a run of another recipe, model or selection of cells "
+                               f"({diff}); start over with --force or choose another --out")
+        return cls(work, out, writer, lock)
 
     def create(self) -> None:
         """Start the work directory of a fresh run (after every process has checked, see open)."""
@@ -77,16 +106,18 @@ class WorkDir:
 
         if not self.writer or self.fresh is None:
             return
+        from surgeon.io.atomic import remove_stale_temps, replace_path, temp_path
+
         recipe, ident = self.fresh
-        tmp = self.path.parent / f"{self.path.name}.new-{uuid.uuid4().hex[:8]}"
+        tmp = temp_path(self.path, "new")
         try:
+            remove_stale_temps(self.path)
             tmp.mkdir(parents=True)
             (tmp / "recipe.toml").write_text(dump_recipe(recipe))
             (tmp / "run.json").write_text(json.dumps({"format": RUN_FORMAT, "out": str(self.out),
                                                       "identity": ident}, indent=2) + "\n")
-            if self.path.exists():  # an interrupted run replaced with --force, or an unfinished start
-                shutil.rmtree(self.path)
-            os.rename(tmp, self.path)  # appears with its run.json or not at all
+            # appears with its run.json or not at all; an interrupted run replaced with --force goes
+            replace_path(tmp, self.path)
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise SurgeonError(f"{self.out}: cannot write the run here: {e.strerror or e}") from None
@@ -127,23 +158,25 @@ class WorkDir:
 
     # -- the end ------------------------------------------------------------------------------------
     def complete(self, force: bool) -> Path:
-        """Drop the resumable states and rename the work directory into the run directory."""
-        shutil.rmtree(self.path / "resume", ignore_errors=True)
-        shutil.rmtree(self.path / "cells", ignore_errors=True)
-        (self.path / "run.json").unlink(missing_ok=True)
+        """Rename the work directory into the run directory, then drop what only a resume needed.
+
+        In this order a kill at any moment leaves a findable run: before the swap the work directory is
+        still resumable (its run.json is there); after it the run directory is complete (its results are
+        in), at worst with the resume states still inside, which the next write of it replaces."""
+        from surgeon.io.atomic import replace_path
+
         out = self.out
-        if out.exists():
-            if not force:  # appeared while we worked
-                raise SurgeonError(f"{out} exists; pass --force to replace it")
-            old = out.parent / f".{out.name}.surgeon-tmp-old-{uuid.uuid4().hex[:8]}"
-            os.rename(out, old)
-            os.rename(self.path, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(self.path, out)
+        if (out.exists() or out.is_symlink()) and not force:  # appeared while we worked
+            raise SurgeonError(f"{out} exists; pass --force to replace it")
+        replace_path(self.path, out)
+        (out / "run.json").unlink(missing_ok=True)
+        shutil.rmtree(out / "resume", ignore_errors=True)
+        shutil.rmtree(out / "cells", ignore_errors=True)
+        self.release()
         return out
 
     def abandon(self) -> None:
         """After a failure: keep the work directory when it can be resumed from, else remove it."""
         if self.writer and self.path.exists() and not self.has_progress():
             shutil.rmtree(self.path, ignore_errors=True)
+        self.release()
