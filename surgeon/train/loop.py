@@ -194,12 +194,12 @@ class CellTrainer:
     def setup(self, resume_from: Path | None = None) -> None:
         from surgeon.api import parameter_groups
         from surgeon.train.model import method_name
-        from surgeon.train.optim import build_optimizer, build_scheduler
+        from surgeon.train.optim import build_optimizer, build_scheduler, no_decay_parameters
 
         t, runtime = self.t, self.runtime
         lrs = t.group_lrs(method_name(self.recipe))
         self.optimizer = build_optimizer(parameter_groups(self.model), lrs, betas=t.betas, eps=t.eps,
-                                         weight_decay=t.weight_decay)
+                                         weight_decay=t.weight_decay, no_decay=no_decay_parameters(self.model))
         self.train_loader = self.loaders["train"]
         self.sampler = self.train_loader.batch_sampler
         self.total = self.sampler.total  # global batches per epoch
