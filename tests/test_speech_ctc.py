@@ -118,6 +118,8 @@ lr = 1e-3
     plain = set(HubertForCTC(model.config).state_dict())
     assert set(model.state_dict()) == plain  # no lam, no source copies, no interpolation left
     assert (run / "checkpoints" / cell["name"] / "lam.png").read_bytes()[:4] == b"\x89PNG"
+    card = (merged / "README.md").read_text()  # the merged model's card: its source and the lam learnt
+    assert "Learnable-MAM" in card and str(tiny_dir("bert")) in card and "lam per layer (initial -> learnt): 0: 0.1 -> " in card
     # the worst utterances, reference beside hypothesis, and the edit breakdown (paper 003 Tables 4, 6)
     details = json.loads((run / "details" / f"{cell['name']}-test.json").read_text())
     assert details["num_utterances"] == cell["counts"]["test"] and details["worst"]

@@ -18,7 +18,7 @@ training proceeds on plain weights: no hooks.
 
 Learnable: surgeon.speech.learnable_mam.apply; the returned hooks log lam per layer after every epoch
 (metrics.jsonl, key "lam") and, when the cell ends, bake lam into plain weights, write them with the
-target's tokenizer files to <run>/checkpoints/<cell>/merged (loads with transformers), plot lam per
+target's tokenizer files and a model card to <run>/checkpoints/<cell>/merged (loads with transformers), plot lam per
 epoch to <run>/checkpoints/<cell>/lam.png, and put the learned lam per layer into the cell's test
 results as "lam_layer_<i>".
 """
@@ -44,7 +44,7 @@ def apply(model, section, offline_model: str | None = None):
         from surgeon.speech import learnable_mam
 
         learnable_mam.apply(model, source, layers=layers, init_lam=lam, bias=section.bias)
-        return LearnableHooks(model)
+        return LearnableHooks(model, source=str(source), bias=section.bias)
     static_merge(model, source, layers=layers, lam=lam, bias=section.bias)
     return None
 
@@ -131,10 +131,10 @@ def static_merge(model, source, *, layers="all", lam=0.1, bias: bool = True) -> 
 class LearnableHooks:
     """What the training loop calls for a Learnable-MAM run (see surgeon.train.loop / runs)."""
 
-    def __init__(self, model):
+    def __init__(self, model, source: str | None = None, bias: bool = True):
         from surgeon.speech import learnable_mam
 
-        self.model = model
+        self.model, self.source, self.bias = model, source, bias
         self.history = [learnable_mam.lams(model)]  # entry 0: the initial lam
 
     def log(self) -> dict:
@@ -152,8 +152,27 @@ class LearnableHooks:
         folder.mkdir(parents=True, exist_ok=True)
         final = learnable_mam.bake(model)
         write_plain(model, folder / "merged")
+        self.write_card(folder / "merged", final)
         plot_lams(self.history, folder / "lam.png")
         return {f"lam_layer_{i}": v for i, v in final.items()}
+
+    def write_card(self, out: Path, final: dict[int, float]) -> None:
+        """README.md of merged/: what it was merged from and the lam each layer learnt."""
+        from surgeon import cards
+
+        if (out / "surgery.json").is_file():  # a PETL method is in it: save_surgery wrote its own card
+            return
+        target = getattr(self.model, "name_or_path", "") or type(self.model).__name__
+        start = self.history[0]
+        learnt = ", ".join(f"{i}: {start[i]:.4g} -> {v:.4g}" for i, v in final.items())
+        cards.write_card(out, cards.model_card(
+            f"{Path(str(target)).name} with attention merged by Learnable-MAM from {self.source or 'a source'}",
+            [f"target: {target}", f"source: {self.source}",
+             f"merged q, k, v{' (weights and biases)' if self.bias else ' (weights only)'} as "
+             "W = lam_i * W_source + (1 - lam_i) * W_target, lam_i learnt per layer during fine-tuning",
+             f"lam per layer (initial -> learnt): {learnt}"],
+            summary="Learnable-MAM (paper 003 eq. 3), baked into plain weights: a plain transformers model; "
+                    "the fine-tuned run's checkpoint and metrics are in the folder above."))
 
 
 def write_plain(model, out: Path) -> None:
