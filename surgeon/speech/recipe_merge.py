@@ -16,10 +16,10 @@ in memory, in float32 as a lerp from the nearer end (torch.lerp, the arithmetic 
 equal to its output within float rounding, and exactly what Learnable-MAM computes at init_lam), and
 training proceeds on plain weights: no hooks.
 
-Learnable: surgeon.speech.learnable_mam.apply; the returned hooks log lam per layer after every epoch
-(metrics.jsonl, key "lam") and, when the cell ends, bake lam into plain weights, write them with the
+Learnable: surgeon.speech.learnable_mam.apply; the returned hooks log lam per layer after every
+optimiser step and every epoch (metrics.jsonl, key "lam" on the "step" and "epoch" lines) and, when the cell ends, bake lam into plain weights, write them with the
 target's tokenizer files and a model card to <run>/checkpoints/<cell>/merged (loads with transformers), plot lam per
-epoch to <run>/checkpoints/<cell>/lam.png, and put the learned lam per layer into the cell's test
+step to <run>/checkpoints/<cell>/lam.png, and put the learned lam per layer into the cell's test
 results as "lam_layer_<i>".
 """
 from __future__ import annotations
@@ -136,6 +136,7 @@ class LearnableHooks:
 
         self.model, self.source, self.bias = model, source, bias
         self.history = [learnable_mam.lams(model)]  # entry 0: the initial lam
+        self.steps: list[tuple[int, dict]] = []  # (optimiser step, lam per layer) after every step
 
     def log(self) -> dict:
         """Called after every epoch: lam per layer for metrics.jsonl (and the plot)."""
@@ -143,6 +144,14 @@ class LearnableHooks:
 
         current = learnable_mam.lams(self.model)
         self.history.append(current)
+        return {"lam": {str(i): v for i, v in current.items()}}
+
+    def step_log(self, step: int) -> dict:
+        """Called after every optimiser step: lam per layer for the step's metrics.jsonl line."""
+        from surgeon.speech import learnable_mam
+
+        current = learnable_mam.lams(self.model)
+        self.steps.append((step, current))
         return {"lam": {str(i): v for i, v in current.items()}}
 
     def finish(self, model, folder) -> dict[str, float]:
@@ -153,7 +162,7 @@ class LearnableHooks:
         final = learnable_mam.bake(model)
         write_plain(model, folder / "merged")
         self.write_card(folder / "merged", final)
-        plot_lams(self.history, folder / "lam.png")
+        plot_lams(self.history, folder / "lam.png", self.steps)
         return {f"lam_layer_{i}": v for i, v in final.items()}
 
     def write_card(self, out: Path, final: dict[int, float]) -> None:
@@ -192,7 +201,8 @@ def write_plain(model, out: Path) -> None:
             shutil.copy2(where / name, out / name)
 
 
-def plot_lams(history: list[dict], path: Path) -> None:
+def plot_lams(history: list[dict], path: Path, steps: list[tuple[int, dict]] | None = None) -> None:
+    """lam per layer against the optimiser step (`steps`, from step 0 = init), else per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,8 +210,12 @@ def plot_lams(history: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5, 3))
     for layer in sorted(history[0]):
-        ax.plot(range(len(history)), [h[layer] for h in history], marker="o", label=f"layer {layer}")
-    ax.set_xlabel("epoch (0 = init)")
+        if steps:
+            xs = [0] + [s for s, _ in steps]
+            ax.plot(xs, [history[0][layer]] + [v[layer] for _, v in steps], label=f"layer {layer}")
+        else:
+            ax.plot(range(len(history)), [h[layer] for h in history], marker="o", label=f"layer {layer}")
+    ax.set_xlabel("optimiser step (0 = init)" if steps else "epoch (0 = init)")
     ax.set_ylabel("lam")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Learnable-MAM interpolation per layer")

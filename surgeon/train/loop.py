@@ -339,8 +339,11 @@ class CellTrainer:
         optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         p.step += 1
-        self.log({"event": "step", "cell": self.cell, "epoch": epoch, "step": p.step, "loss": loss.item(),
-                  "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}})
+        line = {"event": "step", "cell": self.cell, "epoch": epoch, "step": p.step, "loss": loss.item(),
+                "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}}
+        if self.merge_hooks is not None and hasattr(self.merge_hooks, "step_log"):  # Learnable-MAM's lam
+            line.update(self.merge_hooks.step_log(p.step))
+        self.log(line)
         # the epoch's end has its own checkpoint, and so has the end of training at train.max_steps
         if self.every and p.step % self.every == 0 and i < self.total and not self.steps_exhausted():
             self.checkpoint(tally)
