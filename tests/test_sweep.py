@@ -100,3 +100,8 @@ def test_pick_best_direction_and_ties():
     rows = [{"lam": 0.25, "wer": 0.2}, {"lam": 0.05, "wer": 0.2}, {"lam": 0.1, "wer": 0.3}]
     assert pick_best(rows, "wer", higher=False)["lam"] == 0.05  # equal WER: the smaller lam
     assert pick_best(rows, "wer", higher=True)["lam"] == 0.1
+
+
+def test_sweep_unreadable_source_fails_first(cli, setup, tmp_path):
+    r = cli("sweep", setup["recipe"], "--lam", "0.1", "--source", tmp_path / "nothing")
+    assert r.code == 2 and r.err.count("\n") == 1 and "lam" not in r.out, r.err

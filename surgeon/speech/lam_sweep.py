@@ -41,16 +41,21 @@ def pick_best(rows: list[dict], metric: str, higher: bool) -> dict:
     return max(rows, key=lambda r: (r[metric] if higher else -r[metric], -r["lam"]))
 
 
+def merge_source(recipe, source: str | None) -> str:
+    if source is None:
+        if recipe.merge is None:
+            raise SurgeonError("sweep: no merge source: pass --source or give the recipe a [merge] table")
+        source = recipe.merge.source
+    return source
+
+
 def merge_settings(recipe, source: str | None, layers: str | None, bias: bool | None, num_layers: int):
     """(source, layers, bias): the options, else the recipe's [merge] table."""
     from surgeon.merging.layers import parse_layers
     from surgeon.speech.recipe_merge import layer_plan
 
     section = recipe.merge
-    if source is None:
-        if section is None:
-            raise SurgeonError("sweep: no merge source: pass --source or give the recipe a [merge] table")
-        source = section.source
+    source = merge_source(recipe, source)
     if layers is not None:
         chosen = parse_layers(layers, num_layers)
     elif section is not None:
@@ -90,6 +95,9 @@ def sweep(recipe, lams: list[float], *, source: str | None = None, layers: str |
                            f"(its metrics: {', '.join(task.metrics)})")
     higher = task.higher_is_better.get(metric, True)
     plain = with_model(recipe, model_ref) if model_ref else _without_merge(recipe)
+    from surgeon.io.checkpoint import Checkpoint
+
+    Checkpoint.open(merge_source(recipe, source))  # a source that cannot be read: before any model is built
     runtime = dist.setup(recipe.train.device, recipe.train.precision, recipe.train.tf32)
     reporter = reporter or Reporter(enabled=runtime.is_main)
     try:
