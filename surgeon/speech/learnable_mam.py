@@ -14,11 +14,12 @@ How: the q/k/v Linears stay `nn.Linear` (so PETL methods that hook or wrap them 
 `<layer>.surgeon_lmam` (surgery_keys naming), shared by its q, k and v.
 
 Keeping lam in [0, 1] without ever losing its gradient: lam is a sigmoid of an unconstrained value
-`raw` (see LamGate), never a clamp of lam itself, whose gradient in torch is 0 at and beyond the
-boundaries (a layer starting at 0 or 1, or overshooting, would never move again). The sigmoid is
-shifted so that lam starts at init_lam exactly (the model at initialisation is the static merge at
-init_lam, bit for bit), exact 0 and 1 included, which are anchored a little inside (LamGate.EDGE). No
-projection or training-loop hook is needed. raw is excluded from weight decay (LamGate's
+`raw` (see LamGate), not a clamp of a free lam, whose gradient in torch is 0 at and beyond 0 and 1 (a
+layer starting at 0 or 1, or overshooting, would never move again). The sigmoid is shifted so that
+lam starts at init_lam exactly (the model at initialisation is the static merge at init_lam, bit for
+bit), exact 0 and 1 included, which are anchored a little inside (LamGate.EDGE); the one clamp left
+trims the sliver that the shift puts outside [0, 1] and passes the gradient through. No projection or
+training-loop hook is needed. raw is excluded from weight decay (LamGate's
 `no_weight_decay`, read by surgeon.train.optim), which would otherwise pull lam toward 0.5.
 
 `bake(model)` writes the final interpolation into plain weights and removes every trace (gates,
