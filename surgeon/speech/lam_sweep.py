@@ -75,6 +75,7 @@ def sweep(recipe, lams: list[float], *, source: str | None = None, layers: str |
     import torch
 
     from surgeon.hf import family_of_model, layer_module_path
+    from surgeon.io.checkpoint import Checkpoint
     from surgeon.speech.learnable_mam import ROLES
     from surgeon.speech.recipe_merge import static_merge
     from surgeon.train import dist
@@ -95,8 +96,6 @@ def sweep(recipe, lams: list[float], *, source: str | None = None, layers: str |
                            f"(its metrics: {', '.join(task.metrics)})")
     higher = task.higher_is_better.get(metric, True)
     plain = with_model(recipe, model_ref) if model_ref else _without_merge(recipe)
-    from surgeon.io.checkpoint import Checkpoint
-
     Checkpoint.open(merge_source(recipe, source))  # a source that cannot be read: before any model is built
     runtime = dist.setup(recipe.train.device, recipe.train.precision, recipe.train.tf32)
     reporter = reporter or Reporter(enabled=runtime.is_main)
