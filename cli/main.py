@@ -21,6 +21,7 @@ from surgeon_cli.commands import merge as merge_cmd
 from surgeon_cli.commands import models as models_cmd
 from surgeon_cli.commands import train as train_cmd
 from surgeon_cli.commands import select_layers as select_layers_cmd
+from surgeon_cli.commands import sweep as sweep_cmd
 
 app = typer.Typer(
     name="surgeon",
@@ -61,6 +62,7 @@ app.command("validate")(train_cmd.validate)
 app.add_typer(train_cmd.recipes_app, name="recipes")
 app.command("select-layers")(select_layers_cmd.select_layers)
 app.command("compare")(compare_cmd.compare)
+app.command("sweep")(sweep_cmd.sweep)
 
 
 def _fail(message: str, code: int) -> None:

@@ -165,9 +165,10 @@ def mam_recipe(row: str, ds: str) -> dict:
                 "the file name (docs/speech.md)."]
     train = {"epochs": d["epochs"], "batch_size": 32, "lr": 1e-5, "weight_decay": 0.01, "scheduler": "constant"}
     if merge == "learnable":
-        comment += ["", "L-MAM: the weights at the paper's 1e-5; lam (the \"method\" group: <layer>.surgeon_lmam.raw)",
-                    "needs a larger rate to move at all in one or two epochs; the paper does not give lam's rate."]
-        train["lr"] = {"backbone": 1e-5, "head": 1e-5, "method": 1e-3}
+        comment += ["", "L-MAM: the weights at the paper's 1e-5; lam (the \"method\" group: <layer>.surgeon_lmam.raw,",
+                    "lam = a sigmoid of it, no weight decay) needs a larger rate to move at all in one or two epochs;",
+                    "1e-2 moves lam about 1e-3 per step near 0.1. The paper does not give lam's rate."]
+        train["lr"] = {"backbone": 1e-5, "head": 1e-5, "method": 1e-2}
     if fine_tuned:
         train["seeds"] = list(MAM_SEEDS)
     doc = {"_comment": comment, "model": {"ref": "hubert", "task": "ctc"}, "method": {"name": "full"}}

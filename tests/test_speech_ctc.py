@@ -111,13 +111,18 @@ lr = 1e-3
     assert {"wer", "cer", "loss", "word_sub_share", "char_del_share", "lam_layer_0", "lam_layer_1"} <= set(cell["test"])
     assert all(0.0 <= cell["test"][f"lam_layer_{i}"] <= 1.0 for i in (0, 1))
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [e for e in epochs if e["event"] == "step"]  # the trajectory: lam per layer after every step
+    assert steps and all(set(e["lam"]) == {"0", "1"} for e in steps)
     epochs = [e for e in epochs if e["event"] == "epoch"]
     assert len(epochs) == 2 and all(set(e["lam"]) == {"0", "1"} for e in epochs)
+    assert steps[-1]["lam"] == epochs[-1]["lam"]
     merged = run / "checkpoints" / cell["name"] / "merged"
     model = HubertForCTC.from_pretrained(merged)
     plain = set(HubertForCTC(model.config).state_dict())
     assert set(model.state_dict()) == plain  # no lam, no source copies, no interpolation left
     assert (run / "checkpoints" / cell["name"] / "lam.png").read_bytes()[:4] == b"\x89PNG"
+    card = (merged / "README.md").read_text()  # the merged model's card: its source and the lam learnt
+    assert "Learnable-MAM" in card and str(tiny_dir("bert")) in card and "lam per layer (initial -> learnt): 0: 0.1 -> " in card
     # the worst utterances, reference beside hypothesis, and the edit breakdown (paper 003 Tables 4, 6)
     details = json.loads((run / "details" / f"{cell['name']}-test.json").read_text())
     assert details["num_utterances"] == cell["counts"]["test"] and details["worst"]

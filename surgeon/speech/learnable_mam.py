@@ -13,14 +13,14 @@ How: the q/k/v Linears stay `nn.Linear` (so PETL methods that hook or wrap them 
 `parametrizations.weight.original` is W_target. The layer's lam lives in a small `LamGate` module at
 `<layer>.surgeon_lmam` (surgery_keys naming), shared by its q, k and v.
 
-Keeping lam in [0, 1]: lam = clamp(raw, 0, 1), with raw initialised to init_lam, so the model at
-initialisation equals the static merge with init_lam (a sigmoid would need logit(init_lam), which is
-infinite at 0 and 1 and not exact in float32). A clamp alone lets raw drift outside [0, 1] where its
-gradient is zero and lam would stay stuck; so raw is projected back into [0, 1] (projected gradient
-descent) by a forward pre-hook on the model, i.e. before the first use after every optimiser step,
-which needs no change to any training loop (`attach(optimizer, model)` does it right after each
-step instead, for loops that want it there). Within [0, 1], boundaries included, the gradient of the
-clamp is 1, so lam can leave a boundary again.
+Keeping lam in [0, 1] without ever losing its gradient: lam is a sigmoid of an unconstrained value
+`raw` (see LamGate), not a clamp of a free lam, whose gradient in torch is 0 at and beyond 0 and 1 (a
+layer starting at 0 or 1, or overshooting, would never move again). The sigmoid is shifted so that
+lam starts at init_lam exactly (the model at initialisation is the static merge at init_lam, bit for
+bit), exact 0 and 1 included, which are anchored a little inside (LamGate.EDGE); the one clamp left
+trims the sliver that the shift puts outside [0, 1] and passes the gradient through. No projection or
+training-loop hook is needed. raw is excluded from weight decay (LamGate's
+`no_weight_decay`, read by surgeon.train.optim), which would otherwise pull lam toward 0.5.
 
 `bake(model)` writes the final interpolation into plain weights and removes every trace (gates,
 parametrisations, buffers): the model then saves with `save_pretrained` and loads with plain
@@ -28,31 +28,46 @@ transformers.
 """
 from __future__ import annotations
 
+import math
+
 from surgeon.errors import SurgeonError
 
 ROLES = ("q", "k", "v")
 GATE_ATTR = "surgeon_lmam"
-HOOK_ATTR = "_surgeon_lmam_projection"  # handle of the projection pre-hook (not a module attribute)
 
 import torch
 from torch import nn
 
 
 class LamGate(nn.Module):
-    """One layer's interpolation factor."""
+    """One layer's interpolation factor: lam = clamp(init_lam + scale * (sigmoid(raw) - sigmoid(anchor))).
+
+    raw is unconstrained and starts at anchor = logit(init_lam), with exact 0 and 1 anchored at
+    logit(EDGE) and logit(1 - EDGE) instead of at infinity; sigmoid(raw) - sigmoid(anchor) is exactly 0
+    at the start (the same op on the same value), so lam starts at init_lam exactly. scale (1 inside
+    (0, 1), up to 1 / (1 - EDGE) at the ends) stretches the range to cover [0, 1] whatever the anchor;
+    the clamp trims the sliver beyond it (at most EDGE wide, at the ends) and passes the gradient
+    through unchanged (straight-through), so d lam / d raw = scale * sigmoid'(raw) is never 0."""
+
+    EDGE = 1e-3  # where init_lam 0 and 1 are anchored: the gradient there is about EDGE, not 0
+    no_weight_decay = ("raw",)  # decay would pull raw toward 0, i.e. lam toward 0.5 (surgeon.train.optim)
 
     def __init__(self, init_lam: float):
         super().__init__()
-        if not 0.0 <= float(init_lam) <= 1.0:
+        init = float(init_lam)
+        if not 0.0 <= init <= 1.0:
             raise SurgeonError(f"merge.init_lam: {init_lam} is outside [0, 1]")
-        self.raw = nn.Parameter(torch.tensor(float(init_lam)))
+        inside = min(max(init, self.EDGE), 1.0 - self.EDGE)
+        anchor = torch.tensor(math.log(inside) - math.log1p(-inside), dtype=torch.float32)
+        s0 = float(torch.sigmoid(anchor))
+        self.init = init
+        self.scale = max(init / s0, (1.0 - init) / (1.0 - s0))  # init - scale*s0 <= 0, init + scale*(1-s0) >= 1
+        self.raw = nn.Parameter(anchor.clone())
+        self.register_buffer("anchor", anchor, persistent=False)  # rebuilt from init_lam: not saved
 
     def lam(self):
-        return self.raw.clamp(0.0, 1.0)
-
-    @torch.no_grad()
-    def project_(self) -> None:
-        self.raw.clamp_(0.0, 1.0)
+        free = self.init + self.scale * (torch.sigmoid(self.raw) - torch.sigmoid(self.anchor))
+        return free + (free.clamp(0.0, 1.0) - free).detach()  # exact clamp forward, identity backward
 
 
 class Interpolate(nn.Module):
@@ -143,13 +158,6 @@ def apply(model, source, *, layers="all", init_lam=0.1, bias: bool = True, train
         own = getattr(linear, leaf)
         parametrize.register_parametrization(linear, leaf, Interpolate(found[i], src.get(key).to(own)))
         getattr(linear.parametrizations, leaf).original.requires_grad_(train_target)
-    merged_gates = list(found.values())
-
-    def project(module, args):  # projected gradient descent: raw back into [0, 1] before it is used
-        for g in merged_gates:
-            g.project_()
-
-    model.__dict__[HOOK_ATTR] = model.register_forward_pre_hook(project)
     return found
 
 
@@ -165,18 +173,9 @@ def lams(model) -> dict[int, float]:
     return {i: float(g.lam().detach()) for i, g in gates(model).items()}
 
 
-def project_(model) -> None:
-    for g in gates(model).values():
-        g.project_()
-
-
-def attach(optimizer, model):
-    """Keep every lam's raw value in [0, 1] after each optimiser step; returns the hook handle."""
-    return optimizer.register_step_post_hook(lambda *_: project_(model))
-
-
 def lam_parameters(model) -> list:
-    """The lam parameters (their own optimiser group: they may want another learning rate)."""
+    """The lam parameters (unconstrained; lam = LamGate.lam()), in the "method" group of the optimiser:
+    they may want another learning rate, and get no weight decay."""
     return [g.raw for g in gates(model).values()]
 
 
@@ -197,7 +196,4 @@ def bake(model) -> dict[int, float]:
     for layer in layer_modules(model):
         if hasattr(layer, GATE_ATTR):
             delattr(layer, GATE_ATTR)
-    handle = model.__dict__.pop(HOOK_ATTR, None)
-    if handle is not None:
-        handle.remove()
     return final

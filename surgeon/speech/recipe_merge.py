@@ -16,10 +16,10 @@ in memory, in float32 as a lerp from the nearer end (torch.lerp, the arithmetic 
 equal to its output within float rounding, and exactly what Learnable-MAM computes at init_lam), and
 training proceeds on plain weights: no hooks.
 
-Learnable: surgeon.speech.learnable_mam.apply; the returned hooks log lam per layer after every epoch
-(metrics.jsonl, key "lam") and, when the cell ends, bake lam into plain weights, write them with the
-target's tokenizer files to <run>/checkpoints/<cell>/merged (loads with transformers), plot lam per
-epoch to <run>/checkpoints/<cell>/lam.png, and put the learned lam per layer into the cell's test
+Learnable: surgeon.speech.learnable_mam.apply; the returned hooks log lam per layer after every
+optimiser step and every epoch (metrics.jsonl, key "lam" on the "step" and "epoch" lines) and, when the cell ends, bake lam into plain weights, write them with the
+target's tokenizer files and a model card to <run>/checkpoints/<cell>/merged (loads with transformers), plot lam per
+step to <run>/checkpoints/<cell>/lam.png, and put the learned lam per layer into the cell's test
 results as "lam_layer_<i>".
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def apply(model, section, offline_model: str | None = None):
         from surgeon.speech import learnable_mam
 
         learnable_mam.apply(model, source, layers=layers, init_lam=lam, bias=section.bias)
-        return LearnableHooks(model)
+        return LearnableHooks(model, source=str(source), bias=section.bias)
     static_merge(model, source, layers=layers, lam=lam, bias=section.bias)
     return None
 
@@ -131,11 +131,12 @@ def static_merge(model, source, *, layers="all", lam=0.1, bias: bool = True) -> 
 class LearnableHooks:
     """What the training loop calls for a Learnable-MAM run (see surgeon.train.loop / runs)."""
 
-    def __init__(self, model):
+    def __init__(self, model, source: str | None = None, bias: bool = True):
         from surgeon.speech import learnable_mam
 
-        self.model = model
+        self.model, self.source, self.bias = model, source, bias
         self.history = [learnable_mam.lams(model)]  # entry 0: the initial lam
+        self.steps: list[tuple[int, dict]] = []  # (optimiser step, lam per layer) after every step
 
     def log(self) -> dict:
         """Called after every epoch: lam per layer for metrics.jsonl (and the plot)."""
@@ -145,6 +146,14 @@ class LearnableHooks:
         self.history.append(current)
         return {"lam": {str(i): v for i, v in current.items()}}
 
+    def step_log(self, step: int) -> dict:
+        """Called after every optimiser step: lam per layer for the step's metrics.jsonl line."""
+        from surgeon.speech import learnable_mam
+
+        current = learnable_mam.lams(self.model)
+        self.steps.append((step, current))
+        return {"lam": {str(i): v for i, v in current.items()}}
+
     def finish(self, model, folder) -> dict[str, float]:
         from surgeon.speech import learnable_mam
 
@@ -152,8 +161,27 @@ class LearnableHooks:
         folder.mkdir(parents=True, exist_ok=True)
         final = learnable_mam.bake(model)
         write_plain(model, folder / "merged")
-        plot_lams(self.history, folder / "lam.png")
+        self.write_card(folder / "merged", final)
+        plot_lams(self.history, folder / "lam.png", self.steps)
         return {f"lam_layer_{i}": v for i, v in final.items()}
+
+    def write_card(self, out: Path, final: dict[int, float]) -> None:
+        """README.md of merged/: what it was merged from and the lam each layer learnt."""
+        from surgeon import cards
+
+        if (out / "surgery.json").is_file():  # a PETL method is in it: save_surgery wrote its own card
+            return
+        target = getattr(self.model, "name_or_path", "") or type(self.model).__name__
+        start = self.history[0]
+        learnt = ", ".join(f"{i}: {start[i]:.4g} -> {v:.4g}" for i, v in final.items())
+        cards.write_card(out, cards.model_card(
+            f"{Path(str(target)).name} with attention merged by Learnable-MAM from {self.source or 'a source'}",
+            [f"target: {target}", f"source: {self.source}",
+             f"merged q, k, v{' (weights and biases)' if self.bias else ' (weights only)'} as "
+             "W = lam_i * W_source + (1 - lam_i) * W_target, lam_i learnt per layer during fine-tuning",
+             f"lam per layer (initial -> learnt): {learnt}"],
+            summary="Learnable-MAM (paper 003 eq. 3), baked into plain weights: a plain transformers model; "
+                    "the fine-tuned run's checkpoint and metrics are in the folder above."))
 
 
 def write_plain(model, out: Path) -> None:
@@ -173,7 +201,8 @@ def write_plain(model, out: Path) -> None:
             shutil.copy2(where / name, out / name)
 
 
-def plot_lams(history: list[dict], path: Path) -> None:
+def plot_lams(history: list[dict], path: Path, steps: list[tuple[int, dict]] | None = None) -> None:
+    """lam per layer against the optimiser step (`steps`, from step 0 = init), else per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,8 +210,12 @@ def plot_lams(history: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5, 3))
     for layer in sorted(history[0]):
-        ax.plot(range(len(history)), [h[layer] for h in history], marker="o", label=f"layer {layer}")
-    ax.set_xlabel("epoch (0 = init)")
+        if steps:
+            xs = [0] + [s for s, _ in steps]
+            ax.plot(xs, [history[0][layer]] + [v[layer] for _, v in steps], label=f"layer {layer}")
+        else:
+            ax.plot(range(len(history)), [h[layer] for h in history], marker="o", label=f"layer {layer}")
+    ax.set_xlabel("optimiser step (0 = init)" if steps else "epoch (0 = init)")
     ax.set_ylabel("lam")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Learnable-MAM interpolation per layer")

@@ -194,12 +194,12 @@ class CellTrainer:
     def setup(self, resume_from: Path | None = None) -> None:
         from surgeon.api import parameter_groups
         from surgeon.train.model import method_name
-        from surgeon.train.optim import build_optimizer, build_scheduler
+        from surgeon.train.optim import build_optimizer, build_scheduler, no_decay_parameters
 
         t, runtime = self.t, self.runtime
         lrs = t.group_lrs(method_name(self.recipe))
         self.optimizer = build_optimizer(parameter_groups(self.model), lrs, betas=t.betas, eps=t.eps,
-                                         weight_decay=t.weight_decay)
+                                         weight_decay=t.weight_decay, no_decay=no_decay_parameters(self.model))
         self.train_loader = self.loaders["train"]
         self.sampler = self.train_loader.batch_sampler
         self.total = self.sampler.total  # global batches per epoch
@@ -339,8 +339,11 @@ class CellTrainer:
         optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         p.step += 1
-        self.log({"event": "step", "cell": self.cell, "epoch": epoch, "step": p.step, "loss": loss.item(),
-                  "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}})
+        line = {"event": "step", "cell": self.cell, "epoch": epoch, "step": p.step, "loss": loss.item(),
+                "lr": {g["name"]: g["lr"] for g in optimizer.param_groups}}
+        if self.merge_hooks is not None and hasattr(self.merge_hooks, "step_log"):  # Learnable-MAM's lam
+            line.update(self.merge_hooks.step_log(p.step))
+        self.log(line)
         # the epoch's end has its own checkpoint, and so has the end of training at train.max_steps
         if self.every and p.step % self.every == 0 and i < self.total and not self.steps_exhausted():
             self.checkpoint(tally)
