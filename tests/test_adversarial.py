@@ -505,3 +505,174 @@ def test_a_kill_inside_workdir_complete_leaves_a_findable_run(tmp_path, monkeypa
         assert resumable(work) and not out.exists()
     else:
         assert (out / "results.json").is_file() and not work.exists()
+
+
+# -- 1 (merge, train), 6, 14: --out in the working directory; --layers that select nothing or too much ----------
+
+def test_merge_and_train_into_the_current_directory_are_refused(tiny_dir, tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("precious")
+    merge = ("merge", "--source", tiny_dir("bert"), "--target", tiny_dir("hubert"), "--lam", "0.1")
+    for out in (".", ""):
+        one_line(cli(*merge, "--out", out, "--force"), "refusing to write there")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(TRAIN_RECIPE)
+    one_line(cli("train", recipe, "--out", ".", "--force"), "refusing to write there")
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("layers, needle", [("", "no layers given"), ("0-1000000000", "out of range"),
+                                            (",", "no layers given")])
+def test_merge_layers_that_select_nothing_or_too_much(tiny_dir, tmp_path, cli, layers, needle):
+    t0 = time.monotonic()
+    one_line(cli("merge", "--source", tiny_dir("bert"), "--target", tiny_dir("hubert"), "--lam", "0.1",
+                 "--layers", layers, "--out", tmp_path / "o"), "--layers", needle)
+    assert time.monotonic() - t0 < 30  # a hang guard: the range is checked before it is expanded
+    assert not (tmp_path / "o").exists()
+
+
+# -- 2. values that would break out of the job script -------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["out", "set", "partition"])
+def test_a_newline_never_reaches_the_job_script(where, tmp_path, cli):
+    evil = "x\ntouch " + str(tmp_path / "PWNED")
+    args = ["train", "quickstart", "--launcher", "slurm", "--dry-run", "--out", str(tmp_path / "o")]
+    if where == "out":
+        args[-1] = str(tmp_path / evil)
+    elif where == "set":
+        args = args[:-2] + ["--set", f"output.dir={tmp_path / evil}"]
+    else:
+        args += ["--partition", evil]
+    r = cli(*args)
+    one_line(r, "--partition" if where == "partition" else "control character")
+    assert "#SBATCH" not in r.out and not (tmp_path / "PWNED").exists()
+
+
+def test_shell_words_in_paths_are_quoted_in_the_script_comments_too(tmp_path, cli):
+    out = tmp_path / "o $(touch PWNED); `touch PWNED2`"
+    r = cli("train", "quickstart", "--launcher", "slurm", "--dry-run", "--out", str(out))
+    assert r.code == 0, r.err
+    for line in r.out.splitlines():
+        if "$(touch" in line:  # every occurrence sits inside single quotes
+            assert f"'{out}" in line or f"'{out}/" in line, line
+
+
+# -- 7, 11. LoRA scalings and adapter tensors that are not finite, PEFT configs that are not valid ------------------
+
+@pytest.fixture(scope="module")
+def surgeon_adapter(tmp_path_factory):
+    from surgeon_cli.main import run
+
+    root = tmp_path_factory.mktemp("adv-lora")
+    save_tiny("bert", root / "base")
+    try:
+        run(["inject", "lora", "--model", str(root / "base"), "--out", str(root / "adapter")])
+    except SystemExit as e:
+        assert not e.code
+    return root / "base", root / "adapter"
+
+
+@pytest.mark.parametrize("scaling", ["NaN", "Infinity", "-Infinity", '"big"'])
+def test_a_lora_scaling_that_is_not_a_finite_number(surgeon_adapter, scaling, tmp_path, cli):
+    base, adapter = surgeon_adapter
+    d = copy_model(adapter, tmp_path / "a")
+    text = (d / "surgery.json").read_text()
+    record = json.loads(text)
+    entry = next(m for m in record["methods"] if m["method"] == "lora")
+    entry["options"]["scaling"] = "@@"
+    (d / "surgery.json").write_text(json.dumps(record).replace('"@@"', scaling))
+    one_line(cli("merge-lora", base, "--adapter", d, "--out", tmp_path / "m"), "scaling")
+    assert not (tmp_path / "m").exists()
+
+
+def test_non_finite_adapter_weights_are_refused_naming_the_key(surgeon_adapter, tmp_path, cli):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    base, adapter = surgeon_adapter
+    d = copy_model(adapter, tmp_path / "a")
+    f = d / "adapter.safetensors"
+    with safe_open(str(f), "pt") as g:
+        meta, tensors = g.metadata(), {k: g.get_tensor(k) for k in g.keys()}
+    key = next(k for k in sorted(tensors) if "lora_B" in k or k.endswith(".B") or "lora" in k)
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] = float("inf")
+    save_file(tensors, str(f), metadata=meta)
+    one_line(cli("merge-lora", base, "--adapter", d, "--out", tmp_path / "m"), key, "NaN or Inf")
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.fixture(scope="module")
+def peft_adapter(tmp_path_factory):
+    peft = pytest.importorskip("peft")
+    import warnings
+
+    from surgeon.hf import load_pretrained
+
+    root = tmp_path_factory.mktemp("adv-peft")
+    save_tiny("bert", root / "base")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = peft.get_peft_model(load_pretrained(root / "base"), peft.LoraConfig(r=2, lora_alpha=4, target_modules=["query"]))
+    pm.save_pretrained(root / "peft")
+    return root / "base", root / "peft"
+
+
+PEFT_CONFIGS = {  # (change to adapter_config.json, what the one line names)
+    "r_zero": ({"r": 0}, "r of"),
+    "r_text": ({"r": "eight"}, "r of"),
+    "alpha_nan": ({"lora_alpha": "@NaN"}, "lora_alpha"),
+    "alpha_inf": ({"lora_alpha": "@Infinity"}, "lora_alpha"),
+    "bad_regex": ({"rank_pattern": {"query[": 2}}, "not a regular expression"),
+    "pattern_list": ({"alpha_pattern": ["query"]}, "alpha_pattern"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PEFT_CONFIGS))
+def test_a_peft_config_that_is_not_valid(peft_adapter, case, tmp_path, cli):
+    base, adapter = peft_adapter
+    d = copy_model(adapter, tmp_path / "a")
+    change, needle = PEFT_CONFIGS[case]
+    config = {**json.loads((d / "adapter_config.json").read_text()), **change}
+    text = json.dumps(config).replace('"@NaN"', "NaN").replace('"@Infinity"', "Infinity")
+    (d / "adapter_config.json").write_text(text)
+    one_line(cli("merge-lora", base, "--adapter", d, "--out", tmp_path / "m"), needle)
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_backtracking_module_pattern_is_stopped():
+    """(a|aa)+b over a name of 40 a's ran for minutes with re; the matcher gives up after a second."""
+    from surgeon.errors import SurgeonError
+    from surgeon.merging.peft_format import pattern_value
+
+    t0 = time.monotonic()
+    with pytest.raises(SurgeonError, match="catastrophic backtracking"):
+        pattern_value({"(a|aa)+b": 2}, "a" * 40, 8)
+    assert time.monotonic() - t0 < 30  # a hang guard, not a speed assertion
+    assert pattern_value({"query": 2}, "bert.encoder.layer.0.attention.self.query", 8) == 2  # a suffix after a dot
+    assert pattern_value({"query": 2}, "bert.encoder.layer.0.attention.self.myquery", 8) == 8  # not a bare suffix
+
+
+def test_weights_of_other_shapes_than_the_config_says(bert, tmp_path, cli):
+    model = copy_model(bert, tmp_path / "m")
+    config = json.loads((model / "config.json").read_text())
+    config["intermediate_size"] += 8
+    (model / "config.json").write_text(json.dumps(config))
+    one_line(cli("inject", "lora", "--model", model, "--out", tmp_path / "o"), str(model))
+    assert not (tmp_path / "o").exists()
+
+
+# -- 12. a manifest given as its CSV file, as docs/data.md allows --------------------------------------------------
+
+def test_a_manifest_given_as_its_csv_path(tmp_path, cli):
+    from surgeon.data.miniature import make_manifest
+
+    csv_path = make_manifest(tmp_path / "data")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(TRAIN_RECIPE.replace('format = "synthetic"\noptions = { num_classes = 2, per_class = 6, seconds = 1.0 }',
+                                           f'format = "manifest"\nroot = "{csv_path}"'))
+    r = cli("validate", recipe)
+    assert r.code == 0, r.err
+    missing = recipe.read_text().replace(str(csv_path), str(tmp_path / "data" / "nope.csv"))
+    recipe.write_text(missing)
+    one_line(cli("validate", recipe), "nope.csv")
