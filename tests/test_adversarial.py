@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from surgeon.io.atomic import TMP_MARK
 from surgeon.tiny import save_tiny
 
 
@@ -676,3 +677,72 @@ def test_a_manifest_given_as_its_csv_path(tmp_path, cli):
     missing = recipe.read_text().replace(str(csv_path), str(tmp_path / "data" / "nope.csv"))
     recipe.write_text(missing)
     one_line(cli("validate", recipe), "nope.csv")
+
+
+# -- 10, 13. real kills of a `merge --force` at its three windows (3 trials, each bounded) --------------------------
+
+KILLED_AT = """
+import os, sys, time
+from surgeon.io import atomic
+
+def hold():
+    print("now", flush=True)
+    time.sleep(60)
+
+point = sys.argv[1]
+if point == "writing":  # halfway through the new weights
+    from surgeon.io.writer import CheckpointWriter
+    advance = CheckpointWriter._advance
+    def slow(self, *a):
+        if self._pos == 5:
+            hold()
+        return advance(self, *a)
+    CheckpointWriter._advance = slow
+elif point == "after-swap":  # the new output is in place, the old one not yet removed
+    remove = atomic._remove
+    def slow_remove(p):
+        if atomic.TMP_MARK in p.name:
+            hold()
+        return remove(p)
+    atomic._remove = slow_remove
+else:  # between-renames: no renameat2, the old output renamed aside, the new one not yet in
+    atomic.exchange = lambda a, b: False
+    rename = os.rename
+    def slow_rename(a, b):
+        rename(a, b)
+        if "-old-" in str(b):
+            hold()
+    atomic.os.rename = slow_rename
+from surgeon_cli.main import run
+run(sys.argv[2:])
+"""
+
+
+def merged_lam(out: Path) -> float:
+    from surgeon.io.checkpoint import Checkpoint
+
+    Checkpoint.open(out)  # whole: every header and shard checks out
+    return json.loads((out / "merge.json").read_text())["lam"]["0"]
+
+
+@pytest.mark.parametrize("point, after_kill", [("writing", 0.1), ("after-swap", 0.2), ("between-renames", None)])
+def test_a_merge_killed_during_force_leaves_one_whole_output(point, after_kill, tiny_dir, tmp_path, cli):
+    out = tmp_path / "out"
+    merge = ["merge", "--source", str(tiny_dir("bert")), "--target", str(tiny_dir("hubert")), "--out", str(out)]
+    assert cli(*merge, "--lam", "0.1").code == 0
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_AT, point, *merge, "--lam", "0.2", "--force"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "now"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    temps = [p for p in tmp_path.iterdir() if f"{TMP_MARK}{proc.pid}-" in p.name]
+    assert temps  # what the killed writer left, named with its pid
+    if after_kill is None:  # no output for that moment; the old one is findable beside it
+        assert not out.exists() and any("-old-" in p.name for p in temps)
+    else:
+        assert merged_lam(out) == after_kill
+    assert cli(*merge, "--lam", "0.3", "--force").code == 0  # the next write cleans up and replaces
+    assert merged_lam(out) == 0.3
+    assert not [p for p in tmp_path.iterdir() if TMP_MARK in p.name]
