@@ -746,3 +746,17 @@ def test_a_merge_killed_during_force_leaves_one_whole_output(point, after_kill, 
     assert cli(*merge, "--lam", "0.3", "--force").code == 0  # the next write cleans up and replaces
     assert merged_lam(out) == 0.3
     assert not [p for p in tmp_path.iterdir() if TMP_MARK in p.name]
+
+
+def test_train_names_a_nan_wav_or_skips_it(tmp_path, cli):
+    """on_error = "raise": one line naming the file (not `loss became nan`); "skip": the run goes on and
+    its results list the file."""
+    recipe = folder_recipe(tmp_path)
+    bad = write_wav(tmp_path / "data" / "a" / "0.wav", [0.0, float("nan"), 0.1] * 100)
+    r = cli("train", recipe, "--out", tmp_path / "run")  # progress lines come first on stderr
+    assert r.code == 2 and "Traceback" not in r.err and "loss became" not in r.err, r.err
+    assert r.err.strip().splitlines()[-1] == f"surgeon: error: {bad}: the audio holds NaN or infinite samples"
+    recipe.write_text(recipe.read_text().replace('on_error = "raise"', 'on_error = "skip"'))
+    r = cli("train", recipe, "--out", tmp_path / "run", "--force")
+    assert r.code == 0, r.err
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["skipped"] == ["a/0.wav"]
