@@ -760,3 +760,13 @@ def test_train_names_a_nan_wav_or_skips_it(tmp_path, cli):
     r = cli("train", recipe, "--out", tmp_path / "run", "--force")
     assert r.code == 0, r.err
     assert json.loads((tmp_path / "run" / "results.json").read_text())["skipped"] == ["a/0.wav"]
+
+
+def test_a_tensor_named_data_offsets_is_no_duplicate(tmp_path, cli):
+    """The header's fast duplicate check counts `"data_offsets"` keys; a tensor of that name must not
+    trip it, and a real duplicate is still named."""
+    entry = lambda begin: {"dtype": "F32", "shape": [1], "data_offsets": [begin, begin + 4]}  # noqa: E731
+    f = header_file(tmp_path / "ok.safetensors", json.dumps({"data_offsets": entry(0), "b": entry(4)}).encode(), b"\0" * 8)
+    assert cli("inspect", f, "--check").code != 1
+    dup = b'{"a": %s, "a": %s}' % (json.dumps(entry(0)).encode(), json.dumps(entry(4)).encode())
+    one_line(cli("inspect", header_file(tmp_path / "dup.safetensors", dup, b"\0" * 8), "--check"), "duplicate tensor name 'a'")
