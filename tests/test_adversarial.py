@@ -770,3 +770,28 @@ def test_a_tensor_named_data_offsets_is_no_duplicate(tmp_path, cli):
     assert cli("inspect", f, "--check").code != 1
     dup = b'{"a": %s, "a": %s}' % (json.dumps(entry(0)).encode(), json.dumps(entry(4)).encode())
     one_line(cli("inspect", header_file(tmp_path / "dup.safetensors", dup, b"\0" * 8), "--check"), "duplicate tensor name 'a'")
+
+
+def test_two_real_trainings_of_one_output(tmp_path, cli):
+    """A real run holds its output: a second `train --force` stops naming it; once the first is SIGKILLed
+    its lock is gone with it and a new run completes with its recipe and metrics (one trial)."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(TRAIN_RECIPE.replace("epochs = 1", "epochs = 200"))
+    out = tmp_path / "run"
+    env = {**os.environ, "SURGEON_CACHE": str(tmp_path / "cache")}
+    first = subprocess.Popen([sys.executable, "-m", "surgeon_cli.main", "train", str(recipe), "--out", str(out)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        started = tmp_path / ".run.surgeon-partial" / "run.json"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and first.poll() is None and not started.exists():
+            time.sleep(0.1)
+        assert started.exists() and first.poll() is None
+        line = one_line(cli("train", recipe, "--out", out, "--force"), f"pid {first.pid}")
+        assert "writing this run" in line
+    finally:
+        first.kill()
+        first.wait()
+    r = cli("train", recipe, "--out", out, "--force", "--set", "train.epochs=1")
+    assert r.code == 0, r.err
+    assert (out / "metrics.jsonl").is_file() and (out / "recipe.toml").is_file() and (out / "results.json").is_file()
