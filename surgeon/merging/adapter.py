@@ -110,7 +110,8 @@ def lora_scaling(record: dict, where: Path) -> float:
             if "scaling" in options:
                 value = options["scaling"]
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                    raise SurgeonError(f"{where}: the LoRA scaling of the surgery record is {value!r}, not a finite number")
+                    raise SurgeonError(f"{where}: the LoRA scaling of the surgery record is {value!r}, "
+                                       "not a finite number")
                 return float(value)
             raise SurgeonError(f"{where}: the LoRA entry of the surgery record has no `scaling`")
     raise SurgeonError(f"{where}: the surgery record has no LoRA method")
