@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from surgeon.io.atomic import TMP_MARK
 from surgeon.tiny import save_tiny
 
 
@@ -505,3 +506,292 @@ def test_a_kill_inside_workdir_complete_leaves_a_findable_run(tmp_path, monkeypa
         assert resumable(work) and not out.exists()
     else:
         assert (out / "results.json").is_file() and not work.exists()
+
+
+# -- 1 (merge, train), 6, 14: --out in the working directory; --layers that select nothing or too much ----------
+
+def test_merge_and_train_into_the_current_directory_are_refused(tiny_dir, tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("precious")
+    merge = ("merge", "--source", tiny_dir("bert"), "--target", tiny_dir("hubert"), "--lam", "0.1")
+    for out in (".", ""):
+        one_line(cli(*merge, "--out", out, "--force"), "refusing to write there")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(TRAIN_RECIPE)
+    one_line(cli("train", recipe, "--out", ".", "--force"), "refusing to write there")
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("layers, needle", [("", "no layers given"), ("0-1000000000", "out of range"),
+                                            (",", "no layers given")])
+def test_merge_layers_that_select_nothing_or_too_much(tiny_dir, tmp_path, cli, layers, needle):
+    t0 = time.monotonic()
+    one_line(cli("merge", "--source", tiny_dir("bert"), "--target", tiny_dir("hubert"), "--lam", "0.1",
+                 "--layers", layers, "--out", tmp_path / "o"), "--layers", needle)
+    assert time.monotonic() - t0 < 30  # a hang guard: the range is checked before it is expanded
+    assert not (tmp_path / "o").exists()
+
+
+# -- 2. values that would break out of the job script -------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["out", "set", "partition"])
+def test_a_newline_never_reaches_the_job_script(where, tmp_path, cli):
+    evil = "x\ntouch " + str(tmp_path / "PWNED")
+    args = ["train", "quickstart", "--launcher", "slurm", "--dry-run", "--out", str(tmp_path / "o")]
+    if where == "out":
+        args[-1] = str(tmp_path / evil)
+    elif where == "set":
+        args = args[:-2] + ["--set", f"output.dir={tmp_path / evil}"]
+    else:
+        args += ["--partition", evil]
+    r = cli(*args)
+    one_line(r, "--partition" if where == "partition" else "control character")
+    assert "#SBATCH" not in r.out and not (tmp_path / "PWNED").exists()
+
+
+def test_shell_words_in_paths_are_quoted_in_the_script_comments_too(tmp_path, cli):
+    out = tmp_path / "o $(touch PWNED); `touch PWNED2`"
+    r = cli("train", "quickstart", "--launcher", "slurm", "--dry-run", "--out", str(out))
+    assert r.code == 0, r.err
+    for line in r.out.splitlines():
+        if "$(touch" in line:  # every occurrence sits inside single quotes
+            assert f"'{out}" in line or f"'{out}/" in line, line
+
+
+# -- 7, 11. LoRA scalings and adapter tensors that are not finite, PEFT configs that are not valid ------------------
+
+@pytest.fixture(scope="module")
+def surgeon_adapter(tmp_path_factory):
+    from surgeon_cli.main import run
+
+    root = tmp_path_factory.mktemp("adv-lora")
+    save_tiny("bert", root / "base")
+    try:
+        run(["inject", "lora", "--model", str(root / "base"), "--out", str(root / "adapter")])
+    except SystemExit as e:
+        assert not e.code
+    return root / "base", root / "adapter"
+
+
+@pytest.mark.parametrize("scaling", ["NaN", "Infinity", "-Infinity", '"big"'])
+def test_a_lora_scaling_that_is_not_a_finite_number(surgeon_adapter, scaling, tmp_path, cli):
+    base, adapter = surgeon_adapter
+    d = copy_model(adapter, tmp_path / "a")
+    text = (d / "surgery.json").read_text()
+    record = json.loads(text)
+    entry = next(m for m in record["methods"] if m["method"] == "lora")
+    entry["options"]["scaling"] = "@@"
+    (d / "surgery.json").write_text(json.dumps(record).replace('"@@"', scaling))
+    one_line(cli("merge-lora", base, "--adapter", d, "--out", tmp_path / "m"), "scaling")
+    assert not (tmp_path / "m").exists()
+
+
+def test_non_finite_adapter_weights_are_refused_naming_the_key(surgeon_adapter, tmp_path, cli):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    base, adapter = surgeon_adapter
+    d = copy_model(adapter, tmp_path / "a")
+    f = d / "adapter.safetensors"
+    with safe_open(str(f), "pt") as g:
+        meta, tensors = g.metadata(), {k: g.get_tensor(k) for k in g.keys()}
+    key = next(k for k in sorted(tensors) if "lora_B" in k or k.endswith(".B") or "lora" in k)
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] = float("inf")
+    save_file(tensors, str(f), metadata=meta)
+    one_line(cli("merge-lora", base, "--adapter", d, "--out", tmp_path / "m"), key, "NaN or Inf")
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.fixture(scope="module")
+def peft_adapter(tmp_path_factory):
+    peft = pytest.importorskip("peft")
+    import warnings
+
+    from surgeon.hf import load_pretrained
+
+    root = tmp_path_factory.mktemp("adv-peft")
+    save_tiny("bert", root / "base")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = peft.get_peft_model(load_pretrained(root / "base"), peft.LoraConfig(r=2, lora_alpha=4, target_modules=["query"]))
+    pm.save_pretrained(root / "peft")
+    return root / "base", root / "peft"
+
+
+PEFT_CONFIGS = {  # (change to adapter_config.json, what the one line names)
+    "r_zero": ({"r": 0}, "r of"),
+    "r_text": ({"r": "eight"}, "r of"),
+    "alpha_nan": ({"lora_alpha": "@NaN"}, "lora_alpha"),
+    "alpha_inf": ({"lora_alpha": "@Infinity"}, "lora_alpha"),
+    "bad_regex": ({"rank_pattern": {"query[": 2}}, "not a regular expression"),
+    "pattern_list": ({"alpha_pattern": ["query"]}, "alpha_pattern"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PEFT_CONFIGS))
+def test_a_peft_config_that_is_not_valid(peft_adapter, case, tmp_path, cli):
+    base, adapter = peft_adapter
+    d = copy_model(adapter, tmp_path / "a")
+    change, needle = PEFT_CONFIGS[case]
+    config = {**json.loads((d / "adapter_config.json").read_text()), **change}
+    text = json.dumps(config).replace('"@NaN"', "NaN").replace('"@Infinity"', "Infinity")
+    (d / "adapter_config.json").write_text(text)
+    one_line(cli("merge-lora", base, "--adapter", d, "--out", tmp_path / "m"), needle)
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_backtracking_module_pattern_is_stopped():
+    """(a|aa)+b over a name of 40 a's ran for minutes with re; the matcher gives up after a second."""
+    from surgeon.errors import SurgeonError
+    from surgeon.merging.peft_format import pattern_value
+
+    t0 = time.monotonic()
+    with pytest.raises(SurgeonError, match="catastrophic backtracking"):
+        pattern_value({"(a|aa)+b": 2}, "a" * 40, 8)
+    assert time.monotonic() - t0 < 30  # a hang guard, not a speed assertion
+    assert pattern_value({"query": 2}, "bert.encoder.layer.0.attention.self.query", 8) == 2  # a suffix after a dot
+    assert pattern_value({"query": 2}, "bert.encoder.layer.0.attention.self.myquery", 8) == 8  # not a bare suffix
+
+
+def test_weights_of_other_shapes_than_the_config_says(bert, tmp_path, cli):
+    model = copy_model(bert, tmp_path / "m")
+    config = json.loads((model / "config.json").read_text())
+    config["intermediate_size"] += 8
+    (model / "config.json").write_text(json.dumps(config))
+    one_line(cli("inject", "lora", "--model", model, "--out", tmp_path / "o"), str(model))
+    assert not (tmp_path / "o").exists()
+
+
+# -- 12. a manifest given as its CSV file, as docs/data.md allows --------------------------------------------------
+
+def test_a_manifest_given_as_its_csv_path(tmp_path, cli):
+    from surgeon.data.miniature import make_manifest
+
+    csv_path = make_manifest(tmp_path / "data")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(TRAIN_RECIPE.replace('format = "synthetic"\noptions = { num_classes = 2, per_class = 6, seconds = 1.0 }',
+                                           f'format = "manifest"\nroot = "{csv_path}"'))
+    r = cli("validate", recipe)
+    assert r.code == 0, r.err
+    missing = recipe.read_text().replace(str(csv_path), str(tmp_path / "data" / "nope.csv"))
+    recipe.write_text(missing)
+    one_line(cli("validate", recipe), "nope.csv")
+
+
+# -- 10, 13. real kills of a `merge --force` at its three windows (3 trials, each bounded) --------------------------
+
+KILLED_AT = """
+import os, sys, time
+from surgeon.io import atomic
+
+def hold():
+    print("now", flush=True)
+    time.sleep(60)
+
+point = sys.argv[1]
+if point == "writing":  # halfway through the new weights
+    from surgeon.io.writer import CheckpointWriter
+    advance = CheckpointWriter._advance
+    def slow(self, *a):
+        if self._pos == 5:
+            hold()
+        return advance(self, *a)
+    CheckpointWriter._advance = slow
+elif point == "after-swap":  # the new output is in place, the old one not yet removed
+    remove = atomic._remove
+    def slow_remove(p):
+        if atomic.TMP_MARK in p.name:
+            hold()
+        return remove(p)
+    atomic._remove = slow_remove
+else:  # between-renames: no renameat2, the old output renamed aside, the new one not yet in
+    atomic.exchange = lambda a, b: False
+    rename = os.rename
+    def slow_rename(a, b):
+        rename(a, b)
+        if "-old-" in str(b):
+            hold()
+    atomic.os.rename = slow_rename
+from surgeon_cli.main import run
+run(sys.argv[2:])
+"""
+
+
+def merged_lam(out: Path) -> float:
+    from surgeon.io.checkpoint import Checkpoint
+
+    Checkpoint.open(out)  # whole: every header and shard checks out
+    return json.loads((out / "merge.json").read_text())["lam"]["0"]
+
+
+@pytest.mark.parametrize("point, after_kill", [("writing", 0.1), ("after-swap", 0.2), ("between-renames", None)])
+def test_a_merge_killed_during_force_leaves_one_whole_output(point, after_kill, tiny_dir, tmp_path, cli):
+    out = tmp_path / "out"
+    merge = ["merge", "--source", str(tiny_dir("bert")), "--target", str(tiny_dir("hubert")), "--out", str(out)]
+    assert cli(*merge, "--lam", "0.1").code == 0
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_AT, point, *merge, "--lam", "0.2", "--force"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "now"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    temps = [p for p in tmp_path.iterdir() if f"{TMP_MARK}{proc.pid}-" in p.name]
+    assert temps  # what the killed writer left, named with its pid
+    if after_kill is None:  # no output for that moment; the old one is findable beside it
+        assert not out.exists() and any("-old-" in p.name for p in temps)
+    else:
+        assert merged_lam(out) == after_kill
+    assert cli(*merge, "--lam", "0.3", "--force").code == 0  # the next write cleans up and replaces
+    assert merged_lam(out) == 0.3
+    assert not [p for p in tmp_path.iterdir() if TMP_MARK in p.name]
+
+
+def test_train_names_a_nan_wav_or_skips_it(tmp_path, cli):
+    """on_error = "raise": one line naming the file (not `loss became nan`); "skip": the run goes on and
+    its results list the file."""
+    recipe = folder_recipe(tmp_path)
+    bad = write_wav(tmp_path / "data" / "a" / "0.wav", [0.0, float("nan"), 0.1] * 100)
+    r = cli("train", recipe, "--out", tmp_path / "run")  # progress lines come first on stderr
+    assert r.code == 2 and "Traceback" not in r.err and "loss became" not in r.err, r.err
+    assert r.err.strip().splitlines()[-1] == f"surgeon: error: {bad}: the audio holds NaN or infinite samples"
+    recipe.write_text(recipe.read_text().replace('on_error = "raise"', 'on_error = "skip"'))
+    r = cli("train", recipe, "--out", tmp_path / "run", "--force")
+    assert r.code == 0, r.err
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["skipped"] == ["a/0.wav"]
+
+
+def test_a_tensor_named_data_offsets_is_no_duplicate(tmp_path, cli):
+    """The header's fast duplicate check counts `"data_offsets"` keys; a tensor of that name must not
+    trip it, and a real duplicate is still named."""
+    entry = lambda begin: {"dtype": "F32", "shape": [1], "data_offsets": [begin, begin + 4]}  # noqa: E731
+    f = header_file(tmp_path / "ok.safetensors", json.dumps({"data_offsets": entry(0), "b": entry(4)}).encode(), b"\0" * 8)
+    assert cli("inspect", f, "--check").code != 1
+    dup = b'{"a": %s, "a": %s}' % (json.dumps(entry(0)).encode(), json.dumps(entry(4)).encode())
+    one_line(cli("inspect", header_file(tmp_path / "dup.safetensors", dup, b"\0" * 8), "--check"), "duplicate tensor name 'a'")
+
+
+def test_two_real_trainings_of_one_output(tmp_path, cli):
+    """A real run holds its output: a second `train --force` stops naming it; once the first is SIGKILLed
+    its lock is gone with it and a new run completes with its recipe and metrics (one trial)."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(TRAIN_RECIPE.replace("epochs = 1", "epochs = 200"))
+    out = tmp_path / "run"
+    env = {**os.environ, "SURGEON_CACHE": str(tmp_path / "cache")}
+    first = subprocess.Popen([sys.executable, "-m", "surgeon_cli.main", "train", str(recipe), "--out", str(out)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        started = tmp_path / ".run.surgeon-partial" / "run.json"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and first.poll() is None and not started.exists():
+            time.sleep(0.1)
+        assert started.exists() and first.poll() is None
+        line = one_line(cli("train", recipe, "--out", out, "--force"), f"pid {first.pid}")
+        assert "writing this run" in line
+    finally:
+        first.kill()
+        first.wait()
+    r = cli("train", recipe, "--out", out, "--force", "--set", "train.epochs=1")
+    assert r.code == 0, r.err
+    assert (out / "metrics.jsonl").is_file() and (out / "recipe.toml").is_file() and (out / "results.json").is_file()

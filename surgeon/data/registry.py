@@ -31,6 +31,8 @@ DATASETS = {
     "transcripts": ("surgeon.speech.datasets", "read_transcripts"),
 }
 NEEDS_ROOT = {name for name in DATASETS if name != "synthetic"}
+# formats whose data.root may be the CSV file itself rather than a folder holding it (docs/data.md)
+FILE_ROOT = {"manifest", "transcripts"}
 
 
 def reader(format: str):

@@ -69,6 +69,20 @@ def _no_duplicates(pairs):
     return seen
 
 
+def _parse(raw: bytes) -> dict:
+    """The header's JSON. Fast path without a hook (a hook called per object doubled the time of a
+    60 MB header): a duplicate tensor name shows as fewer names than `"data_offsets"` keys, and only
+    then is the header parsed again to name the duplicate."""
+    try:
+        text = raw.decode("utf-8")
+        doc = json.loads(text)
+        if isinstance(doc, dict) and len(doc) - ("__metadata__" in doc) != text.count('"data_offsets"'):
+            json.loads(text, object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deeply
+        raise SurgeonError(f"not a safetensors file: header is not valid JSON ({e.__class__.__name__})") from None
+    return doc
+
+
 def _short(value, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
@@ -104,10 +118,8 @@ def _read_header(path: Path) -> Header:
             raw = f.read(n)
     except OSError as e:
         raise SurgeonError(f"cannot read: {e.strerror or e}") from None
-    try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested too deeply
-        raise SurgeonError(f"not a safetensors file: header is not valid JSON ({e.__class__.__name__})") from None
+    doc = _parse(raw)
+    del raw
     if not isinstance(doc, dict):
         raise SurgeonError("not a safetensors file: header is not a JSON object")
     metadata = doc.pop("__metadata__", None) or {}
@@ -117,7 +129,8 @@ def _read_header(path: Path) -> Header:
     buffer = size - data_start
     tensors: dict[str, TensorInfo] = {}
     sizes = DTYPE_SIZES
-    for name, entry in doc.items():
+    for name in list(doc):
+        entry = doc.pop(name)  # each parsed entry freed as its TensorInfo is made: half the peak memory
         if not isinstance(entry, dict) or {"dtype", "shape", "data_offsets"} - entry.keys():
             raise SurgeonError(f"tensor {name!r}: entry lacks dtype, shape or data_offsets")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]

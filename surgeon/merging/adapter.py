@@ -8,6 +8,8 @@ LoRA inside); peft_format.py reads PEFT directories into the same shape.
 """
 from __future__ import annotations
 
+import math
+
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,8 +109,9 @@ def lora_scaling(record: dict, where: Path) -> float:
             options = entry.get("options") or {}
             if "scaling" in options:
                 value = options["scaling"]
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise SurgeonError(f"{where}: the LoRA scaling of the surgery record is {value!r}, not a number")
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise SurgeonError(f"{where}: the LoRA scaling of the surgery record is {value!r}, "
+                                       "not a finite number")
                 return float(value)
             raise SurgeonError(f"{where}: the LoRA entry of the surgery record has no `scaling`")
     raise SurgeonError(f"{where}: the surgery record has no LoRA method")

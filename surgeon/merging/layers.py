@@ -20,6 +20,7 @@ def parse_layers(text: str, num_layers: int, option: str = "--layers") -> list[i
             raise SurgeonError(f"{option}: {part!r} is not a layer index or a range like 12-19") from None
         if first > last:
             raise SurgeonError(f"{option}: range {part!r} runs backwards")
+        check_range([first, last], num_layers, option)  # before expanding: 0-1000000000 took 4 GB
         layers.update(range(first, last + 1))
     if not layers:
         raise SurgeonError(f"{option}: no layers given")

@@ -151,6 +151,14 @@ def lora_delta(a: np.ndarray, b: np.ndarray, scaling: float, transpose: bool = F
     return delta.T if transpose else delta
 
 
+def finite(weights, key: str) -> np.ndarray:
+    """An adapter tensor as float32, refused when it holds NaN or Inf (folded, it would spread to the model)."""
+    t = read_float32(weights, key)
+    if not np.isfinite(t).all():
+        raise SurgeonError(f"{weights.path}: adapter tensor {key} holds NaN or Inf; refusing to fold it")
+    return t
+
+
 def emitter(plan: FoldPlan):
     w = plan.adapter.weights
     raw = raw_readable(plan.base)
@@ -160,11 +168,11 @@ def emitter(plan: FoldPlan):
         info = plan.base.info(key)
         fold = plan.folds.get(key)
         if key in plan.replace:
-            t = read_float32(w, plan.replace[key])
+            t = finite(w, plan.replace[key])
         elif fold:
             p = fold.pair
             t = read_float32(plan.base, key)
-            t += lora_delta(read_float32(w, p.a_key), read_float32(w, p.b_key), p.scaling, fold.transpose)
+            t += lora_delta(finite(w, p.a_key), finite(w, p.b_key), p.scaling, fold.transpose)
         elif spec.dtype == info.dtype:
             copy_tensor(writer, spec, plan.base, key, raw)  # bit for bit
             return

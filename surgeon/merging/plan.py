@@ -154,9 +154,9 @@ def build_plan(
             )
         mapping = {i: i for i in range(n_t)}
 
-    if layers and layers_from:
+    if layers is not None and layers_from:
         raise SurgeonError("--layers and --layers-from: give one of them")
-    if layers:
+    if layers is not None:  # --layers "" selects nothing: refused, not read as every layer
         chosen = parse_layers(layers, n_t)
     elif layers_from:
         chosen = read_layers_file(layers_from, n_t)

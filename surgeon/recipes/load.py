@@ -137,8 +137,14 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] = (), check_paths:
 def check_recipe_paths(recipe, path: Path) -> None:
     """Paths the recipe needs must exist before any work starts."""
     problems = []
-    if recipe.data.root is not None and not Path(recipe.data.root).is_dir():
-        problems.append(f"data.root: {recipe.data.root} is not a directory")
+    from surgeon.data.registry import FILE_ROOT
+
+    root = recipe.data.root
+    if root is not None and not Path(root).is_dir():
+        if recipe.data.format not in FILE_ROOT:
+            problems.append(f"data.root: {root} is not a directory")
+        elif not Path(root).is_file():
+            problems.append(f"data.root: {root} is neither a CSV file nor a directory")
     if recipe.model.surgery is not None and not Path(recipe.model.surgery).is_dir():
         problems.append(f"model.surgery: {recipe.model.surgery} is not a directory")
     if problems:
