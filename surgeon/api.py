@@ -231,8 +231,9 @@ def base_reference(path: Path, record: dict, base=None) -> Path:
 def check_fingerprint(path: Path, record: dict, found: str, base_path) -> None:
     wanted = record["base"].get("fingerprint")
     if wanted and wanted != found:
-        raise SurgeonError(f"{path}: made for a base model with fingerprint {wanted}, but {base_path} has {found}; "
-                           "pass the base model it was made for")
+        recorded = record["base"].get("path") or record["base"].get("ref") or "not recorded"
+        raise SurgeonError(f"{path}: made for a base model with fingerprint {wanted} (recorded base: {recorded}), "
+                           f"but {base_path} has {found}; pass the base model it was made for")
 
 
 def load(ref, *, base=None, allow_pickle: bool = False):

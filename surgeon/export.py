@@ -23,6 +23,10 @@ from surgeon.errors import SurgeonError, did_you_mean
 FORMATS = ("model", "surgery", "peft")
 FORMAT = "surgeon-export/1"
 FOLDED = ("lora",)  # methods whose added modules fold into the weights
+# what a pipeline needs beside the weights: copied from the base model (or a --full directory) as they are
+PROCESSOR_FILES = ("preprocessor_config.json", "feature_extractor_config.json", "tokenizer_config.json",
+                   "tokenizer.json", "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json",
+                   "normalizer.json", "processor_config.json")
 
 
 @dataclass
@@ -127,9 +131,38 @@ def _as_model(source: Source, out, force: bool) -> dict:
         made_from=[*source.made_from(), *cards.surgery_card(record).made_from])
     with atomic_output(out, force=force, inputs=[source.checkpoint]) as tmp:
         model.save_pretrained(tmp)
+        copied = copy_processor_files(_processor_sources(source, record), tmp)
+        export_record["processor_files"] = copied
         (tmp / "export.json").write_text(json.dumps(export_record, indent=2) + "\n")
         cards.write_card(tmp, card, path=str(out))
-    return {"methods": methods, "folded": folded}
+    return {"methods": methods, "folded": folded, "processor_files": copied}
+
+
+def _processor_sources(source: Source, record: dict) -> list[Path]:
+    """Where the feature extractor / tokenizer files can be: the exported directory (a --full output),
+    then the recorded base model (its path, then its reference)."""
+    from surgeon.refs import resolve
+
+    found = [source.checkpoint]
+    base = record.get("base") or {}
+    for ref in (base.get("path"), base.get("ref")):
+        if ref:
+            try:
+                found.append(Path(resolve(ref)))
+            except SurgeonError:
+                continue
+    return [p for p in found if p.is_dir()]
+
+
+def copy_processor_files(folders: list[Path], out: Path) -> list[str]:
+    """Copy each PROCESSOR_FILES file from the first folder that has it; returns the names copied."""
+    copied = []
+    for name in PROCESSOR_FILES:
+        src = next((f / name for f in folders if (f / name).is_file()), None)
+        if src is not None and not (out / name).exists():
+            shutil.copyfile(src, out / name)
+            copied.append(name)
+    return copied
 
 
 def fold_lora(model) -> list[str]:

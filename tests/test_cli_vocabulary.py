@@ -89,3 +89,29 @@ def test_models_json_says_null_when_not_cached(cli, monkeypatch, tmp_path):
     r = cli("models", "--json")
     assert r.code == 0
     assert all(row["cached"] is None or isinstance(row["cached"], str) and row["cached"] for row in r.json())
+
+
+def test_export_as_model_carries_the_base_preprocessor_config(cli, tiny_dir, tmp_path):
+    """`export --as model` writes a directory a pipeline loads: the base's preprocessor_config.json too."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_dir("ast"), base)
+    pre = {"feature_extractor_type": "ASTFeatureExtractor", "num_mel_bins": 128, "do_normalize": True}
+    (base / "preprocessor_config.json").write_text(json.dumps(pre))
+    assert cli("inject", "lora", "--model", base, "--out", tmp_path / "a").code == 0
+    r = cli("export", tmp_path / "a", "--out", tmp_path / "m", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["processor_files"] == ["preprocessor_config.json"]
+    assert json.loads((tmp_path / "m" / "preprocessor_config.json").read_text()) == pre
+    export_record = json.loads((tmp_path / "m" / "export.json").read_text())
+    assert export_record["processor_files"] == ["preprocessor_config.json"]
+
+
+def test_fingerprint_mismatch_names_the_recorded_base(cli, tiny_dir, tmp_path):
+    """Issue 15 item 9."""
+    base = tiny_dir("ast")
+    assert cli("inject", "lora", "--model", base, "--out", tmp_path / "a").code == 0
+    other = tiny_dir("ast", seed=1)
+    r = cli("strip", tmp_path / "a", "--base", other, "--out", tmp_path / "s")
+    assert r.code == 2 and "fingerprint" in r.err and f"recorded base: {base.resolve()}" in r.err
