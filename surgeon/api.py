@@ -404,6 +404,7 @@ def trainable_summary(model) -> dict:
 
     from surgeon.methods.surgery import state
     from surgeon.methods.target import Target
+    from surgeon.summary import layer_label
     from surgeon.surgery_keys import method_of_key
 
     target = Target(model)
@@ -418,7 +419,7 @@ def trainable_summary(model) -> dict:
         module = name.rsplit(".", 1)[0]
         m = re.search(r"\.(\d+)\.", module)
         layer = int(m.group(1)) if m else None
-        pattern = module[: m.start()] + ".{i}." + module[m.end():] if m else module
+        pattern = module[: m.start()] + ".{}." + module[m.end():] if m else module
         row = rows[(group, pattern)]
         row["parameters"] += p.numel()
         row["count"] += 1
@@ -431,7 +432,9 @@ def trainable_summary(model) -> dict:
         "trainable_percent": 100.0 * trainable / total if total else 0.0,
         "methods": [{"method": e["method"], "added_parameters": e["num_parameters"],
                      "petl_parameters": e["petl_parameters"]} for e in st["methods"]],
-        "modules": [{"group": g, "module": pat, "layers": len(r["layers"]) or 1, "parameters": r["parameters"]}
+        # the layers written as `surgeon inspect` writes them: encoder.layer.{0..11}.attention...
+        "modules": [{"group": g, "module": pat.replace("{}", layer_label(r["layers"])) if r["layers"] else pat,
+                     "layers": len(r["layers"]) or 1, "parameters": r["parameters"]}
                     for (g, pat), r in sorted(rows.items(), key=lambda kv: (kv[0][0] in ("backbone", "head"),
                                                                              kv[0][0] == "head", kv[0][1]))],
     }
@@ -444,12 +447,18 @@ def print_trainable_parameters(model, console=None) -> None:
 
     doc = trainable_summary(model)
     out = console or Console(highlight=False)
+    if not out.is_terminal and console is None:  # piped: no width to fit, keep whole module names
+        out = Console(highlight=False, width=200)
     out.print(f"trainable params: {doc['trainable_parameters']:,} || all params: {doc['all_parameters']:,} || "
               f"trainable%: {doc['trainable_percent']:.4f}")
     for m in doc["methods"]:
         out.print(f"{m['method']}: {m['added_parameters']:,} added, {m['petl_parameters']:,} by the papers' count "
                   "(added + unfrozen backbone, head excluded)")
-    table = Table("group", "module", "layers", "parameters", box=None, header_style="bold")
+    table = Table(box=None, header_style="bold")
+    table.add_column("group")
+    table.add_column("module", overflow="fold")  # folded, never cut: LoRA's q and v rows differ at the end
+    table.add_column("layers")
+    table.add_column("parameters", justify="right")
     for r in doc["modules"]:
         table.add_row(r["group"], r["module"], str(r["layers"]), f"{r['parameters']:,}")
     out.print(table)

@@ -42,6 +42,8 @@ def test_every_producing_command_prints_one_json_object(cli, tmp_path, monkeypat
     assert tr.code == 0, tr.err
     doc = tr.json()
     assert doc["out"] == "r" and doc["summary"] and (tmp_path / "r" / "results.json").is_file()
+    # issue 15 item 10: one cell has no spread: std is null, not 0.0
+    assert all(s["std"] is None for s in doc["summary"].values() if s["n"] == 1)
 
 
 def test_train_dry_run_prints_the_plan_and_trains_nothing(cli, tmp_path, monkeypatch):
@@ -115,3 +117,42 @@ def test_fingerprint_mismatch_names_the_recorded_base(cli, tiny_dir, tmp_path):
     other = tiny_dir("ast", seed=1)
     r = cli("strip", tmp_path / "a", "--base", other, "--out", tmp_path / "s")
     assert r.code == 2 and "fingerprint" in r.err and f"recorded base: {base.resolve()}" in r.err
+
+
+def test_inspect_says_what_bitfit_and_full_trained(cli, tiny_dir, tmp_path):
+    """Issue 15 item 10: `full (0 params)` hid the parameters a full fine-tune trains."""
+    for method in ("full", "bitfit"):
+        assert cli("inject", method, "--model", tiny_dir("ast"), "--out", tmp_path / method).code == 0
+        [entry] = cli("inspect", tmp_path / method, "--json").json()["surgery"]
+        assert entry["num_parameters"] == 0 and entry["trained_parameters"] > 0
+        text = cli("inspect", tmp_path / method, "--no-tensors").out
+        assert f"{method} ({entry['trained_parameters']:,} params trained)" in text
+
+
+def test_trainable_table_writes_layers_as_inspect_does_and_never_cuts_names(cli, tiny_dir, tmp_path):
+    """Issue 15 items 6 and 10: `{0..1}` in both tables; piped output keeps LoRA's q and v rows apart."""
+    r = cli("inject", "lora", "--model", tiny_dir("ast"), "--out", tmp_path / "l", "--targets", "q,v")
+    assert r.code == 0
+    assert "layers.{0..1}.attention.q_proj.surgeon_lora" in r.out
+    assert "layers.{0..1}.attention.v_proj.surgeon_lora" in r.out
+    assert "{i}" not in r.out
+    tensors = cli("inspect", tmp_path / "l").out
+    assert "{0..1}" in tensors
+
+
+def test_print_trainable_parameters_folds_long_names_on_a_narrow_console(tiny_dir, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    import surgeon
+    from surgeon.api import print_trainable_parameters
+    from surgeon.methods.surgery import apply_method
+
+    model = surgeon.load(tiny_dir("ast"))
+    apply_method(model, "lora", {"targets": "q,v"})
+    con = Console(file=io.StringIO(), width=50, highlight=False)
+    print_trainable_parameters(model, con)
+    flat = con.file.getvalue().replace("\n", "").replace(" ", "")
+    assert "…" not in con.file.getvalue()
+    assert "q_proj.surgeon_lora" in flat and "v_proj.surgeon_lora" in flat

@@ -30,6 +30,15 @@ def inspect(
     _render(doc, tensors)
 
 
+def _surgery_counts(entry: dict) -> str:
+    added, trained = entry["num_parameters"], entry.get("trained_parameters")
+    if trained is None:
+        return f"{added:,} params"
+    if added == 0:  # BitFit, full, linear: nothing added, the model's own parameters trained
+        return f"{trained:,} params trained"
+    return f"{added:,} params added, {trained:,} trained"
+
+
 def _render(doc: dict, show_tensors: bool) -> None:
     from rich.table import Table
 
@@ -52,7 +61,7 @@ def _render(doc: dict, show_tensors: bool) -> None:
     for dtype, n in doc["dtypes"].items():
         rows.append((f"  {dtype}", f"{n:,} elements in {doc['dtype_tensors'][dtype]} tensors, "
                                    f"{human_bytes(doc['dtype_bytes'][dtype])}"))
-    surgery = ", ".join(f"{s['method']} ({s['num_parameters']:,} params)" for s in doc["surgery"]) or "none"
+    surgery = ", ".join(f"{s['method']} ({_surgery_counts(s)})" for s in doc["surgery"]) or "none"
     rows.append(("surgery", surgery))
     for k, v in rows:
         info.add_row(k, v)

@@ -246,7 +246,7 @@ def summarize(cells: list[dict]) -> dict:
             if values:
                 summary[f"{part}_{k}"] = {
                     "mean": statistics.fmean(values),
-                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "std": statistics.stdev(values) if len(values) > 1 else None,  # no spread from one value
                     "n": len(values),
                 }
     return summary
