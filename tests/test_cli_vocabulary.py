@@ -156,3 +156,46 @@ def test_print_trainable_parameters_folds_long_names_on_a_narrow_console(tiny_di
     flat = con.file.getvalue().replace("\n", "").replace(" ", "")
     assert "…" not in con.file.getvalue()
     assert "q_proj.surgeon_lora" in flat and "v_proj.surgeon_lora" in flat
+
+
+BAD_RECIPE = """
+[model]
+ref = "{ref}"
+task = "classification"
+{config}
+[method]
+name = "lora"
+
+[data]
+format = "synthetic"
+
+[train]
+epochs = 1
+batch_size = 4
+"""
+
+
+def test_validate_reports_every_problem_once_with_its_key(cli, tmp_path):
+    """Issue 15 item 8: a missing model.ref and a bad config table are both reported, each once, named by key."""
+    recipe = tmp_path / "kws.toml"
+    missing = tmp_path / "nope" / "ast"
+    recipe.write_text(BAD_RECIPE.format(ref=missing, config="[model.config]\nhidden_size = 32\n"))
+    r = cli("validate", recipe)
+    assert r.code == 2
+    problems = [line for line in r.out.splitlines() if line.startswith("problem")]
+    assert len(problems) == 2, r.out
+    assert any(p.startswith("problem model.config:") for p in problems)
+    assert any(p.startswith(f"problem model.ref: {missing}") for p in problems)
+    assert "2 problems (listed above)" in r.err and "model.ref" not in r.err  # not printed twice
+    doc = cli("validate", recipe, "--json")
+    assert doc.code == 2 and len(json.loads(doc.out)["problems"]) == 2
+
+
+def test_train_names_the_missing_model_before_the_existing_run(cli, tmp_path, monkeypatch):
+    """Issue 15 item 8: the recipe's own fault comes before `runs/kws exists; pass --force`."""
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "nope" / "ast"
+    (tmp_path / "kws.toml").write_text(BAD_RECIPE.format(ref=missing, config=""))
+    (tmp_path / "runs" / "kws").mkdir(parents=True)
+    r = cli("train", "kws.toml")
+    assert r.code == 2 and f"model.ref: {missing}" in r.err and "--force" not in r.err

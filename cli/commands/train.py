@@ -211,8 +211,10 @@ def validate(
         print_json(report)
     else:
         _render_validation(report)
-    if report["problems"]:
-        raise SurgeonError(f"{report['recipe']}: {len(report['problems'])} problem(s): " + "; ".join(report["problems"]))
+    if report["problems"]:  # listed once, above (or in the JSON): the error line only counts them
+        n = len(report["problems"])
+        raise SurgeonError(f"{report['recipe']}: {n} problem{'s' if n > 1 else ''} "
+                           f"({'in the JSON report' if as_json else 'listed above'})")
 
 
 def _render_validation(report: dict) -> None:

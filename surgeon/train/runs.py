@@ -252,6 +252,15 @@ def summarize(cells: list[dict]) -> dict:
     return summary
 
 
+def check_model_ref(recipe) -> None:
+    """The model must be found before the run directory is looked at: the recipe's fault first."""
+    from surgeon.recipes.load import model_ref_problem
+
+    problem = model_ref_problem(recipe.model.ref)
+    if problem:
+        raise SurgeonError(f"{recipe._source}: {problem}")
+
+
 def check_run(recipe, *, fold=None, seed=None, out: Path, force: bool = False, resume: str | None = None) -> None:
     """Everything train_recipe would refuse before training (output, resume, dataset, metrics), checked
     without writing: the launcher of several processes calls it so bad input is one line, once."""
@@ -260,6 +269,7 @@ def check_run(recipe, *, fold=None, seed=None, out: Path, force: bool = False, r
 
     check_metrics(recipe)
     check_loggers(recipe)
+    check_model_ref(recipe)
     index = load_dataset(recipe)
     cells = plan_cells(recipe, index, fold, seed)
     inputs = [p for p in (recipe.data.root, recipe.model.surgery, recipe._source) if p]
@@ -287,6 +297,8 @@ def train_recipe(recipe, *, fold: int | None = None, seed: int | None = None, ou
 
     check_metrics(recipe)
     check_loggers(recipe)
+    if offline_model is None:
+        check_model_ref(recipe)
     out = Path(out) if out is not None else default_out(recipe)
     inputs = [p for p in (recipe.data.root, recipe.model.surgery, recipe._source) if p]
     runtime = dist.setup(recipe.train.device, recipe.train.precision, recipe.train.tf32)
