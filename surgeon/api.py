@@ -140,7 +140,20 @@ def _reshaped_built_tensors(model, build: dict) -> set:
     return {k for k, v in model.state_dict().items() if not method_of_key(k) and shapes.get(k) != tuple(v.shape)}
 
 
-def save_surgery(model, out, full: bool = False, force: bool = False, inputs=(), card=None) -> Path:
+def save_model_files(model, directory, shard_size: int | None = None, dtype: str | None = None) -> None:
+    """save_pretrained with surgeon's shard size (the same default as every surgeon writer) and an
+    optional float dtype: what every command that writes a model calls."""
+    from surgeon.io.writer import DEFAULT_MAX_SHARD_BYTES
+
+    if dtype is not None:
+        import torch
+
+        model.to(getattr(torch, dtype))
+    model.save_pretrained(directory, max_shard_size=shard_size or DEFAULT_MAX_SHARD_BYTES)
+
+
+def save_surgery(model, out, full: bool = False, force: bool = False, inputs=(), card=None,
+                 shard_size: int | None = None, dtype: str | None = None) -> Path:
     """Write the surgery: adapter only (default) or, with full, a complete transformers model directory;
     both with surgery.json, the record in the safetensors metadata and a README.md model card (`card`:
     a surgeon.cards.Card, default one made from the record). Atomic; refuses to overwrite without
@@ -159,7 +172,7 @@ def save_surgery(model, out, full: bool = False, force: bool = False, inputs=(),
     guarded = [*inputs, record["base"].get("path")]
     with atomic_output(out, force=force, inputs=[p for p in guarded if p]) as tmp:
         if full:
-            model.save_pretrained(tmp)
+            save_model_files(model, tmp, shard_size, dtype)
             _add_metadata(tmp, metadata)
         else:
             base = record["base"]
@@ -344,10 +357,12 @@ def _load_tensors(model, tensors: dict, source) -> None:
 
 
 # -- stripping on disk -----------------------------------------------------------------------------
-def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
+def strip_to(ref, out, *, base=None, force: bool = False, shard_size: int | None = None,
+             dtype: str | None = None) -> Path:
     """Write the model without its surgery. An adapter-only directory gives back the base it refers to
-    (its files copied as they are, after checking the fingerprint); a full save is loaded, stripped and
-    saved. A model with nothing to strip is refused. Each output carries a README.md card."""
+    (its files copied as they are, after checking the fingerprint, unless a shard size or dtype asks
+    for them written anew); a full save is loaded, stripped and saved. A model with nothing to strip is
+    refused. Each output carries a README.md card."""
     from surgeon.cards import model_card, write_card
     from surgeon.fingerprint import checkpoint_fingerprint, model_fingerprint
     from surgeon.io.atomic import atomic_output, check_output
@@ -365,7 +380,7 @@ def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
         model = build(record["base"]["build"])  # the base as it was built, before any head or surgery
         check_fingerprint(path, record, model_fingerprint(model), "the rebuilt base")
         with atomic_output(out, force=force, inputs=[path]) as tmp:
-            model.save_pretrained(tmp)
+            save_model_files(model, tmp, shard_size, dtype)
             write_card(tmp, model_card(f"The base of {path.name}", [f"{path}, its surgery removed (the base "
                                        f"rebuilt from its record: {describe(record['base']['build'])})"]), path=str(out))
         return Path(out)
@@ -378,8 +393,14 @@ def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
         check_fingerprint(path, record or {"base": {}}, checkpoint_fingerprint(ckpt), base_path)
         with atomic_output(out, force=force, inputs=[path, base_path]) as tmp:
             index = Path(base_path) / INDEX_NAME
+            weights = {*ckpt.files, index}
             for f in [*ckpt.files, *([index] if index.is_file() else []), *ckpt.sibling_files()]:
-                shutil.copy2(f, tmp / f.name)
+                if f not in weights or (shard_size is None and dtype is None):
+                    shutil.copy2(f, tmp / f.name)
+            if shard_size is not None or dtype is not None:  # the weights written anew, as asked
+                from surgeon.hf import load_pretrained
+
+                save_model_files(load_pretrained(base_path), tmp, shard_size, dtype)
             write_card(tmp, model_card(f"The base of {path.name}", [f"{path}, its surgery removed: the base model "
                                        f"{base_path}, copied as it is"]), path=str(out))
         return Path(out)
@@ -390,7 +411,7 @@ def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
     model = load(path)
     strip(model)
     with atomic_output(out, force=force, inputs=[path]) as tmp:
-        model.save_pretrained(tmp)
+        save_model_files(model, tmp, shard_size, dtype)
         write_card(tmp, model_card(f"{path.name} without its surgery", [f"{path}, its surgery removed"]),
                    path=str(out))
     return Path(out)

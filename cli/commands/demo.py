@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import typer
 
+from surgeon_cli.options import option
+
 PAPER_RECIPE = "ast-soft-moa-pf-esc50"  # paper 000's Soft-MoA on ESC-50: the quickstart at full size
 
 
 def demo(
-    out: str = typer.Option("runs/quickstart", "--out", "-o", help="Run directory (replaced if it exists)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (the run's results, its checkpoints' "
-                                 "summaries, the next commands)."),
+    out: str = option("out", "runs/quickstart", more="The run directory (replaced if it exists)."),
+    as_json: bool = option("json", False, more="(the run's results, its checkpoints' summaries, the next commands)."),
 ):
     """Train the quickstart recipe offline (tiny AST + Soft-MoA on synthetic sounds) and inspect the result."""
     import json

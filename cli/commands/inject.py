@@ -5,6 +5,8 @@ from typing import Optional
 
 import typer
 
+from surgeon_cli.options import option
+
 from surgeon_cli.render import console, print_json
 
 # CLI option -> Python option name; only options given on the command line are passed on, so each
@@ -21,7 +23,7 @@ def inject(
     method: str = typer.Argument(..., help="bottleneck, convpass, conformer, loaa, dense-moa, soft-moa, lora, "
                                           "prefix, prompt, bitfit, linear or full."),
     model: str = typer.Option(..., "--model", "-m", help="Model directory, alias, Hub id, or a surgery directory."),
-    out: str = typer.Option(..., "--out", "-o", help="Output directory."),
+    out: str = option("out", ...),
     base: Optional[str] = typer.Option(None, "--base", help="Base model of a surgery directory given as --model."),
     rank: Optional[int] = typer.Option(None, "--rank", help="LoRA rank r (wins over --reduction)."),
     reduction: Optional[float] = typer.Option(None, "--reduction", help="Reduction rate RR: width = round(d / RR)."),
@@ -67,8 +69,11 @@ def inject(
     full: bool = typer.Option(False, "--full", help="Save the whole model, not only the adapter. Load it with "
                               "surgeon.load: transformers' from_pretrained drops the injected modules (UNEXPECTED "
                               "keys); for a plain model use 'surgeon export DIR --as model'."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    shard_size: Optional[str] = option("shard_size", more="With --full."),
+    dtype: Optional[str] = option("dtype", more="With --full."),
+    allow_pickle: bool = option("allow_pickle", False),
+    as_json: bool = option("json", False),
+    force: bool = option("force", False),
 ):
     """Inject a parameter-efficient method into a model and save it (the adapter only, unless --full)."""
     from surgeon.api import load, save_surgery
@@ -76,16 +81,23 @@ def inject(
     from surgeon.methods.surgery import apply_method
     from surgeon.refs import resolve
 
+    from surgeon.errors import SurgeonError
+    from surgeon_cli.options import check_dtype, parse_size
+
     values = locals()
+    size, dtype = parse_size(shard_size), check_dtype(dtype)
+    if not full and (size is not None or dtype is not None):
+        raise SurgeonError("--shard-size and --dtype apply to --full, which writes the whole model; without it "
+                           "only the adapter is written")
     options = {name: values[name] for name in _OPTION_NAMES if values[name] is not None}
     get_method(method)  # unknown method: refused before anything is loaded
     model_path = resolve(model)
     from surgeon.io.atomic import check_output
 
     check_output(out, force=force, inputs=[model_path])
-    net = load(model_path, base=base)
+    net = load(model_path, base=base, allow_pickle=allow_pickle)
     entry = apply_method(net, method, options)
-    save_surgery(net, out, full=full, force=force, inputs=[model_path])
+    save_surgery(net, out, full=full, force=force, inputs=[model_path], shard_size=size, dtype=dtype)
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     doc = {
         "method": entry["method"],
@@ -109,15 +121,19 @@ def inject(
 
 def strip(
     model: str = typer.Argument(..., help="A surgery directory (adapter only or --full)."),
-    out: str = typer.Option(..., "--out", "-o", help="Output directory for the base model."),
+    out: str = option("out", ..., more="(the base model)."),
     base: Optional[str] = typer.Option(None, "--base", help="Base model of an adapter-only directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    shard_size: Optional[str] = option("shard_size"),
+    dtype: Optional[str] = option("dtype"),
+    as_json: bool = option("json", False),
+    force: bool = option("force", False),
 ):
     """Remove every injected method and write the base model."""
     from surgeon.api import strip_to
 
-    path = strip_to(model, out, base=base, force=force)
+    from surgeon_cli.options import check_dtype, parse_size
+
+    path = strip_to(model, out, base=base, force=force, shard_size=parse_size(shard_size), dtype=check_dtype(dtype))
     if as_json:
         print_json({"out": str(path)})
         return

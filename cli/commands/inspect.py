@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import typer
 
+from surgeon_cli.options import option
+
 from surgeon_cli.render import console, human_bytes, human_count, print_json
 
 
 def inspect(
     path: str = typer.Argument(..., help="Model directory, .safetensors file, Hub id or alias."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for scripts and CI)."),
+    as_json: bool = option("json", False),
     check: bool = typer.Option(False, "--check", help="Verify file integrity; exit 2 on the first problem."),
     tensors: bool = typer.Option(True, "--tensors/--no-tensors", help="List the layer-collapsed tensors."),
-    allow_pickle: bool = typer.Option(
-        False, "--allow-pickle", help="Load a pickled checkpoint with torch.load(weights_only=True)."
-    ),
+    allow_pickle: bool = option("allow_pickle", False),
 ):
     """Summarise a checkpoint: family, layers, sizes, dtypes, parameters, surgery."""
     from surgeon.io.checkpoint import Checkpoint

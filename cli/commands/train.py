@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import typer
 
+from surgeon_cli.options import option
+
 from surgeon_cli.render import console, human_count, print_json
 
 SET_HELP = "Override a recipe key, TOML value syntax: --set train.lr=1e-3 --set data.root=/data/ESC-50-master."
@@ -19,10 +21,10 @@ def train(
     recipe: str = typer.Argument(..., help="Recipe file (TOML) or bundled recipe name (see 'surgeon recipes ls')."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
     fold: Optional[int] = typer.Option(None, "--fold", help="Run only this fold (1-based)."),
-    seed: Optional[int] = typer.Option(None, "--seed",
-                                       help="Run one seed, this one, instead of train.seeds (it need not be among them)."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory (default: output.dir or runs/<recipe>)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing run directory (or an interrupted run)."),
+    seed: Optional[int] = option("seed", more="Run one seed, this one, instead of train.seeds (it need not be "
+                                              "among them)."),
+    out: Optional[str] = option("out", more="The run directory (default: output.dir or runs/<recipe>)."),
+    force: bool = option("force", False, more="(a run directory, or an interrupted run)."),
     resume: Optional[str] = typer.Option(
         None, "--resume", metavar="[auto|RUN]",
         help="Continue an interrupted run from its newest checkpoint: the run at --out (auto, the default "
@@ -44,9 +46,9 @@ def train(
     nodes: Optional[int] = typer.Option(None, "--nodes", help="Nodes per job.", rich_help_panel=SLURM),
     time_limit: Optional[str] = typer.Option(None, "--time", help="Time limit per job: minutes, HH:MM:SS or "
                                              "D-HH:MM:SS.", rich_help_panel=SLURM),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe, the split counts and the plan "
-                                 "(with --launcher slurm: the sbatch script); train and submit nothing."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (the run's results, or the dry run's plan)."),
+    dry_run: bool = option("dry_run", False, more="Here: the resolved recipe, the split counts and the plan (with "
+                                                  "--launcher slurm: the sbatch script); nothing trained or submitted."),
+    as_json: bool = option("json", False, more="(the run's results, or the dry run's plan)."),
 ):
     """Train from a recipe: select the best epoch on validation, report it on test, write a run directory.
 
@@ -153,11 +155,11 @@ def eval_(
     model: Optional[str] = typer.Option(None, "--model", help="Evaluate this model (directory, surgery, alias) instead."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
     fold: Optional[int] = typer.Option(None, "--fold", help="Only this fold."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Only this seed."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Metrics file (default: RUN/eval.json)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing metrics file (without it, an existing one "
-                               "is kept and the metrics are printed only)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    seed: Optional[int] = option("seed", more="Evaluate one seed's cell, this one."),
+    out: Optional[str] = option("out", more="The metrics file (default: RUN/eval.json)."),
+    force: bool = option("force", False, more="(the metrics file; without it, an existing one is kept and the "
+                                              "metrics are printed only)."),
+    as_json: bool = option("json", False, more="(the metrics)."),
 ):
     """Evaluate a trained run (or a model) on the recipe's test split(s) and write the metrics."""
     import json
@@ -198,7 +200,7 @@ def validate(
     offline_model: Optional[str] = typer.Option(
         None, "--offline-model",
         help="'tiny': check the method on a tiny model of the same family instead of the real checkpoint."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    as_json: bool = option("json", False, more="(the report)."),
 ):
     """Resolve a recipe without training: model and method, dataset, device. Exit 2 on any problem."""
     from surgeon.errors import SurgeonError
@@ -259,7 +261,7 @@ def recipes_ls(
                                                 help="Only recipes whose name, description, paper or dataset contain "
                                                      "every word: 'gsc', 'lora esc50', '004'."),
     by: str = typer.Option("paper", "--by", help="Group by paper, dataset, or none (one flat list)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = option("json", False),
 ):
     """List the bundled recipes, grouped by paper (or dataset), filtered by words."""
     from surgeon.errors import SurgeonError
@@ -302,8 +304,8 @@ def recipes_show(name: str = typer.Argument(..., help="Bundled recipe name.")):
 def recipes_cp(
     name: str = typer.Argument(..., help="Bundled recipe name."),
     dest: str = typer.Argument(..., help="File or folder to copy it to."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing file."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    force: bool = option("force", False, more="(the file)."),
+    as_json: bool = option("json", False),
 ):
     """Copy a bundled recipe to edit it ('-' as DEST: print it)."""
     from surgeon.recipes.bundled import copy, recipe_text
