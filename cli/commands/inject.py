@@ -10,7 +10,7 @@ from surgeon_cli.options import option
 
 from surgeon_cli.render import console, print_json
 
-METHOD_PANEL = "Method options (each method takes some: see docs/methods.md)"
+METHOD_PANEL = "Method options (each method takes some: see docs/petl.md)"
 
 
 def inject(**given):
