@@ -265,3 +265,20 @@ def test_every_model_writing_command_takes_shard_size(cli, tiny_dir, tmp_path):
     assert bad.code == 2 and "--shard-size" in bad.err and not (tmp_path / "x").exists()
     adapter_only = cli("inject", "lora", "--model", tmp_path / "t", "--out", tmp_path / "y", "--shard-size", "1MB")
     assert adapter_only.code == 2 and "--full" in adapter_only.err
+
+
+def test_a_resumed_run_counts_the_seconds_of_its_earlier_sessions(tmp_path):
+    """Issue 15 item 10: results.json's seconds is the whole run's, not the last session's."""
+    import time
+
+    from surgeon.train.runs import ELAPSED, TimedLog, earlier_seconds
+
+    lines = []
+    first = TimedLog(lines.append, tmp_path, time.monotonic() - 5.0, 0.0)
+    first({"event": "epoch"})  # the first session, killed after this line
+    assert lines == [{"event": "epoch"}] and earlier_seconds(tmp_path) >= 5.0
+    second = TimedLog(lines.append, tmp_path, time.monotonic() - 2.0, earlier_seconds(tmp_path))
+    assert second.elapsed() >= 7.0
+    second({"event": "cell"})
+    assert json.loads((tmp_path / ELAPSED).read_text())["seconds"] >= 7.0
+    assert earlier_seconds(tmp_path / "nowhere") == 0.0

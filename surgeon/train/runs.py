@@ -252,6 +252,34 @@ def summarize(cells: list[dict]) -> dict:
     return summary
 
 
+ELAPSED = "elapsed.json"  # in the work directory: the run's seconds so far, over every session
+
+
+def earlier_seconds(work_path: Path) -> float:
+    try:
+        return float(json.loads((work_path / ELAPSED).read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+class TimedLog:
+    """The run log, noting the run's elapsed seconds (earlier sessions included) beside it at each line."""
+
+    def __init__(self, log, path: Path | None, started: float, earlier: float):
+        self._log, self._path, self._started, self._earlier = log, path, started, earlier
+
+    def elapsed(self) -> float:
+        return self._earlier + time.monotonic() - self._started
+
+    def __call__(self, line) -> None:
+        self._log(line)
+        if self._path is not None:
+            (self._path / ELAPSED).write_text(json.dumps({"seconds": round(self.elapsed(), 3)}) + "\n")
+
+    def __getattr__(self, name):
+        return getattr(self._log, name)
+
+
 def check_model_ref(recipe) -> None:
     """The model must be found before the run directory is looked at: the recipe's fault first."""
     from surgeon.recipes.load import model_ref_problem
@@ -314,6 +342,8 @@ def train_recipe(recipe, *, fold: int | None = None, seed: int | None = None, ou
         started = time.monotonic()
         done = work.finished_cells()
         log = RunLog(work.path if runtime.is_main else None, recipe.log.to, truncate_to=work.log_bytes())
+        # a resumed run's time counts its earlier sessions too (each up to its last logged line)
+        log = TimedLog(log, work.path if runtime.is_main else None, started, earlier_seconds(work.path) if resume else 0.0)
         results = []
         try:
             with StopRequest() as stop:
@@ -348,12 +378,13 @@ def train_recipe(recipe, *, fold: int | None = None, seed: int | None = None, ou
                 "processes": runtime.world_size,
                 "selected_on": f"valid_{recipe.eval.select}",
                 "checkpoint": recipe.eval.checkpoint,
-                "seconds": round(time.monotonic() - started, 2),
+                "seconds": round(log.elapsed(), 2),
                 "cells": results,
                 "summary": summarize(results),
                 "skipped": sorted({k for r in results for k in r["skipped"]}),
             }
             (work.path / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+            (work.path / ELAPSED).unlink(missing_ok=True)  # in results.json now
             work.complete(force=force)
         runtime.barrier()
     except BaseException:
