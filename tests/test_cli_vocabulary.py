@@ -282,3 +282,16 @@ def test_a_resumed_run_counts_the_seconds_of_its_earlier_sessions(tmp_path):
     second({"event": "cell"})
     assert json.loads((tmp_path / ELAPSED).read_text())["seconds"] >= 7.0
     assert earlier_seconds(tmp_path / "nowhere") == 0.0
+
+
+def test_messages_belong_to_the_command_that_prints_them(cli, tiny_dir, tmp_path):
+    """Issue 15 item 9: export lora on an adapter run, merge-lora on a folder that is no adapter,
+    export lora --json without --out."""
+    base = tiny_dir("ast")
+    assert cli("inject", "bottleneck", "--model", base, "--out", tmp_path / "hou", "--placement", "houlsby").code == 0
+    r = cli("export", "lora", tmp_path / "hou", "--out", tmp_path / "p")
+    assert r.code == 2 and "not LoRA" in r.err and "folded" not in r.err and "--as surgery" in r.err
+    r = cli("merge-lora", base, "--adapter", base, "--out", tmp_path / "m")
+    assert r.code == 2 and "not a LoRA adapter" in r.err and "no model weights" not in r.err
+    r = cli("export", "lora", tmp_path / "hou", "--json")
+    assert r.code == 2 and "--out" in r.err and "surgeon export --help" in r.err
