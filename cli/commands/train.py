@@ -213,10 +213,10 @@ def validate(
         print_json(report)
     else:
         _render_validation(report)
-    if report["problems"]:  # listed once, above (or in the JSON): the error line only counts them
-        n = len(report["problems"])
-        raise SurgeonError(f"{report['recipe']}: {n} problem{'s' if n > 1 else ''} "
-                           f"({'in the JSON report' if as_json else 'listed above'})")
+    if report["problems"]:  # the report above leaves them out: each is said once, here, with its key
+        from surgeon.recipes.load import problems_line
+
+        raise SurgeonError(problems_line(report["recipe"], report["problems"]))
 
 
 def _render_validation(report: dict) -> None:
@@ -246,9 +246,7 @@ def _render_validation(report: dict) -> None:
             out.print(f"        [red]{len(d['missing'])} missing files[/red], first: {d['missing'][0]}")
     if report.get("device"):
         out.print(f"device  {report['device']} ({report['precision']})")
-    for p in report["problems"]:
-        out.print(f"[red]problem[/red] {p}")
-    if not report["problems"]:
+    if not report["problems"]:  # problems: the error line names each, once (stderr, exit 2)
         out.print("[green]ok[/green]")
 
 
