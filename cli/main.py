@@ -33,17 +33,22 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-):
-    """Model surgery and merging for audio and speech transformers."""
-    if version:
+def _print_version(value: bool) -> None:
+    # an option callback runs while the line is parsed, before click asks for a command
+    if value:
         from surgeon import __version__
 
         print(f"surgeon {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version),
+):
+    """Model surgery and merging for audio and speech transformers."""
 
 
 # One line per command; each module holds its command's options and help.

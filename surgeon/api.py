@@ -140,7 +140,20 @@ def _reshaped_built_tensors(model, build: dict) -> set:
     return {k for k, v in model.state_dict().items() if not method_of_key(k) and shapes.get(k) != tuple(v.shape)}
 
 
-def save_surgery(model, out, full: bool = False, force: bool = False, inputs=(), card=None) -> Path:
+def save_model_files(model, directory, shard_size: int | None = None, dtype: str | None = None) -> None:
+    """save_pretrained with surgeon's shard size (the same default as every surgeon writer) and an
+    optional float dtype: what every command that writes a model calls."""
+    from surgeon.io.writer import DEFAULT_MAX_SHARD_BYTES
+
+    if dtype is not None:
+        import torch
+
+        model.to(getattr(torch, dtype))
+    model.save_pretrained(directory, max_shard_size=shard_size or DEFAULT_MAX_SHARD_BYTES)
+
+
+def save_surgery(model, out, full: bool = False, force: bool = False, inputs=(), card=None,
+                 shard_size: int | None = None, dtype: str | None = None) -> Path:
     """Write the surgery: adapter only (default) or, with full, a complete transformers model directory;
     both with surgery.json, the record in the safetensors metadata and a README.md model card (`card`:
     a surgeon.cards.Card, default one made from the record). Atomic; refuses to overwrite without
@@ -159,7 +172,7 @@ def save_surgery(model, out, full: bool = False, force: bool = False, inputs=(),
     guarded = [*inputs, record["base"].get("path")]
     with atomic_output(out, force=force, inputs=[p for p in guarded if p]) as tmp:
         if full:
-            model.save_pretrained(tmp)
+            save_model_files(model, tmp, shard_size, dtype)
             _add_metadata(tmp, metadata)
         else:
             base = record["base"]
@@ -231,8 +244,9 @@ def base_reference(path: Path, record: dict, base=None) -> Path:
 def check_fingerprint(path: Path, record: dict, found: str, base_path) -> None:
     wanted = record["base"].get("fingerprint")
     if wanted and wanted != found:
-        raise SurgeonError(f"{path}: made for a base model with fingerprint {wanted}, but {base_path} has {found}; "
-                           "pass the base model it was made for")
+        recorded = record["base"].get("path") or record["base"].get("ref") or "not recorded"
+        raise SurgeonError(f"{path}: made for a base model with fingerprint {wanted} (recorded base: {recorded}), "
+                           f"but {base_path} has {found}; pass the base model it was made for")
 
 
 def load(ref, *, base=None, allow_pickle: bool = False):
@@ -343,10 +357,12 @@ def _load_tensors(model, tensors: dict, source) -> None:
 
 
 # -- stripping on disk -----------------------------------------------------------------------------
-def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
+def strip_to(ref, out, *, base=None, force: bool = False, shard_size: int | None = None,
+             dtype: str | None = None) -> Path:
     """Write the model without its surgery. An adapter-only directory gives back the base it refers to
-    (its files copied as they are, after checking the fingerprint); a full save is loaded, stripped and
-    saved. A model with nothing to strip is refused. Each output carries a README.md card."""
+    (its files copied as they are, after checking the fingerprint, unless a shard size or dtype asks
+    for them written anew); a full save is loaded, stripped and saved. A model with nothing to strip is
+    refused. Each output carries a README.md card."""
     from surgeon.cards import model_card, write_card
     from surgeon.fingerprint import checkpoint_fingerprint, model_fingerprint
     from surgeon.io.atomic import atomic_output, check_output
@@ -364,7 +380,7 @@ def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
         model = build(record["base"]["build"])  # the base as it was built, before any head or surgery
         check_fingerprint(path, record, model_fingerprint(model), "the rebuilt base")
         with atomic_output(out, force=force, inputs=[path]) as tmp:
-            model.save_pretrained(tmp)
+            save_model_files(model, tmp, shard_size, dtype)
             write_card(tmp, model_card(f"The base of {path.name}", [f"{path}, its surgery removed (the base "
                                        f"rebuilt from its record: {describe(record['base']['build'])})"]), path=str(out))
         return Path(out)
@@ -377,8 +393,14 @@ def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
         check_fingerprint(path, record or {"base": {}}, checkpoint_fingerprint(ckpt), base_path)
         with atomic_output(out, force=force, inputs=[path, base_path]) as tmp:
             index = Path(base_path) / INDEX_NAME
+            weights = {*ckpt.files, index}
             for f in [*ckpt.files, *([index] if index.is_file() else []), *ckpt.sibling_files()]:
-                shutil.copy2(f, tmp / f.name)
+                if f not in weights or (shard_size is None and dtype is None):
+                    shutil.copy2(f, tmp / f.name)
+            if shard_size is not None or dtype is not None:  # the weights written anew, as asked
+                from surgeon.hf import load_pretrained
+
+                save_model_files(load_pretrained(base_path), tmp, shard_size, dtype)
             write_card(tmp, model_card(f"The base of {path.name}", [f"{path}, its surgery removed: the base model "
                                        f"{base_path}, copied as it is"]), path=str(out))
         return Path(out)
@@ -389,7 +411,7 @@ def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
     model = load(path)
     strip(model)
     with atomic_output(out, force=force, inputs=[path]) as tmp:
-        model.save_pretrained(tmp)
+        save_model_files(model, tmp, shard_size, dtype)
         write_card(tmp, model_card(f"{path.name} without its surgery", [f"{path}, its surgery removed"]),
                    path=str(out))
     return Path(out)
@@ -403,6 +425,7 @@ def trainable_summary(model) -> dict:
 
     from surgeon.methods.surgery import state
     from surgeon.methods.target import Target
+    from surgeon.summary import layer_label
     from surgeon.surgery_keys import method_of_key
 
     target = Target(model)
@@ -417,7 +440,7 @@ def trainable_summary(model) -> dict:
         module = name.rsplit(".", 1)[0]
         m = re.search(r"\.(\d+)\.", module)
         layer = int(m.group(1)) if m else None
-        pattern = module[: m.start()] + ".{i}." + module[m.end():] if m else module
+        pattern = module[: m.start()] + ".{}." + module[m.end():] if m else module
         row = rows[(group, pattern)]
         row["parameters"] += p.numel()
         row["count"] += 1
@@ -430,7 +453,9 @@ def trainable_summary(model) -> dict:
         "trainable_percent": 100.0 * trainable / total if total else 0.0,
         "methods": [{"method": e["method"], "added_parameters": e["num_parameters"],
                      "petl_parameters": e["petl_parameters"]} for e in st["methods"]],
-        "modules": [{"group": g, "module": pat, "layers": len(r["layers"]) or 1, "parameters": r["parameters"]}
+        # the layers written as `surgeon inspect` writes them: encoder.layer.{0..11}.attention...
+        "modules": [{"group": g, "module": pat.replace("{}", layer_label(r["layers"])) if r["layers"] else pat,
+                     "layers": len(r["layers"]) or 1, "parameters": r["parameters"]}
                     for (g, pat), r in sorted(rows.items(), key=lambda kv: (kv[0][0] in ("backbone", "head"),
                                                                              kv[0][0] == "head", kv[0][1]))],
     }
@@ -443,12 +468,18 @@ def print_trainable_parameters(model, console=None) -> None:
 
     doc = trainable_summary(model)
     out = console or Console(highlight=False)
+    if not out.is_terminal and console is None:  # piped: no width to fit, keep whole module names
+        out = Console(highlight=False, width=200)
     out.print(f"trainable params: {doc['trainable_parameters']:,} || all params: {doc['all_parameters']:,} || "
               f"trainable%: {doc['trainable_percent']:.4f}")
     for m in doc["methods"]:
         out.print(f"{m['method']}: {m['added_parameters']:,} added, {m['petl_parameters']:,} by the papers' count "
                   "(added + unfrozen backbone, head excluded)")
-    table = Table("group", "module", "layers", "parameters", box=None, header_style="bold")
+    table = Table(box=None, header_style="bold")
+    table.add_column("group")
+    table.add_column("module", overflow="fold")  # folded, never cut: LoRA's q and v rows differ at the end
+    table.add_column("layers")
+    table.add_column("parameters", justify="right")
     for r in doc["modules"]:
         table.add_row(r["group"], r["module"], str(r["layers"]), f"{r['parameters']:,}")
     out.print(table)

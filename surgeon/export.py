@@ -23,6 +23,10 @@ from surgeon.errors import SurgeonError, did_you_mean
 FORMATS = ("model", "surgery", "peft")
 FORMAT = "surgeon-export/1"
 FOLDED = ("lora",)  # methods whose added modules fold into the weights
+# what a pipeline needs beside the weights: copied from the base model (or a --full directory) as they are
+PROCESSOR_FILES = ("preprocessor_config.json", "feature_extractor_config.json", "tokenizer_config.json",
+                   "tokenizer.json", "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json",
+                   "normalizer.json", "processor_config.json")
 
 
 @dataclass
@@ -81,8 +85,10 @@ def _with_run(checkpoint: Path, run: Path) -> Source:
     return Source(checkpoint, run, entry)
 
 
-def export(ref, out, *, as_: str = "model", cell: str | None = None, force: bool = False) -> dict:
-    """Write the export; returns what was done (the CLI prints it)."""
+def export(ref, out, *, as_: str = "model", cell: str | None = None, force: bool = False,
+           shard_size: int | None = None, dtype: str | None = None) -> dict:
+    """Write the export; returns what was done (the CLI prints it). shard_size and dtype: of the
+    written model (--as model)."""
     from surgeon.io.atomic import check_output
 
     if as_ not in FORMATS:
@@ -92,7 +98,12 @@ def export(ref, out, *, as_: str = "model", cell: str | None = None, force: bool
     doc = {"out": str(out), "as": as_, "source": str(source.checkpoint),
            "run": str(source.run) if source.run else None, "cell": source.checkpoint.name if source.run else None,
            "metrics": source.metrics()}
-    return {**doc, **{"model": _as_model, "surgery": _as_surgery, "peft": _as_peft}[as_](source, out, force)}
+    if as_ != "model" and (shard_size is not None or dtype is not None):
+        raise SurgeonError(f"--shard-size and --dtype apply to --as model, which writes a model; --as {as_} "
+                           "writes the trained tensors only")
+    if as_ == "model":
+        return {**doc, **_as_model(source, out, force, shard_size=shard_size, dtype=dtype)}
+    return {**doc, **{"surgery": _as_surgery, "peft": _as_peft}[as_](source, out, force)}
 
 
 def _methods_with_modules(model) -> list[str]:
@@ -101,9 +112,9 @@ def _methods_with_modules(model) -> list[str]:
     return [e["method"] for e in state(model)["methods"] if method_parameter_names(model, e["method"])]
 
 
-def _as_model(source: Source, out, force: bool) -> dict:
+def _as_model(source: Source, out, force: bool, shard_size: int | None = None, dtype: str | None = None) -> dict:
     from surgeon import cards
-    from surgeon.api import load, parameter_counts, strip, surgery
+    from surgeon.api import load, parameter_counts, save_model_files, strip, surgery
     from surgeon.io.atomic import atomic_output
 
     model = load(source.checkpoint)
@@ -126,10 +137,39 @@ def _as_model(source: Source, out, force: bool) -> dict:
         parameters=counts, metrics=source.metrics(),
         made_from=[*source.made_from(), *cards.surgery_card(record).made_from])
     with atomic_output(out, force=force, inputs=[source.checkpoint]) as tmp:
-        model.save_pretrained(tmp)
+        save_model_files(model, tmp, shard_size, dtype)
+        copied = copy_processor_files(_processor_sources(source, record), tmp)
+        export_record["processor_files"] = copied
         (tmp / "export.json").write_text(json.dumps(export_record, indent=2) + "\n")
         cards.write_card(tmp, card, path=str(out))
-    return {"methods": methods, "folded": folded}
+    return {"methods": methods, "folded": folded, "processor_files": copied}
+
+
+def _processor_sources(source: Source, record: dict) -> list[Path]:
+    """Where the feature extractor / tokenizer files can be: the exported directory (a --full output),
+    then the recorded base model (its path, then its reference)."""
+    from surgeon.refs import resolve
+
+    found = [source.checkpoint]
+    base = record.get("base") or {}
+    for ref in (base.get("path"), base.get("ref")):
+        if ref:
+            try:
+                found.append(Path(resolve(ref)))
+            except SurgeonError:
+                continue
+    return [p for p in found if p.is_dir()]
+
+
+def copy_processor_files(folders: list[Path], out: Path) -> list[str]:
+    """Copy each PROCESSOR_FILES file from the first folder that has it; returns the names copied."""
+    copied = []
+    for name in PROCESSOR_FILES:
+        src = next((f / name for f in folders if (f / name).is_file()), None)
+        if src is not None and not (out / name).exists():
+            shutil.copyfile(src, out / name)
+            copied.append(name)
+    return copied
 
 
 def fold_lora(model) -> list[str]:

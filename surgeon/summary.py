@@ -18,6 +18,16 @@ from surgeon.surgery_keys import find_surgery, parse_record
 _INDEX_SEGMENT = re.compile(r"(?<=\.)(\d+)(?=\.)")
 
 
+def layer_label(indices) -> str:
+    """The layers of a collapsed name, written one way in every table: 3, {0..11} or {0,3,5}."""
+    indices = sorted(set(indices))
+    if len(indices) == 1:
+        return str(indices[0])
+    if indices == list(range(indices[0], indices[-1] + 1)):
+        return f"{{{indices[0]}..{indices[-1]}}}"
+    return "{" + ",".join(map(str, indices)) + "}"
+
+
 def collapse_keys(tensors) -> list[dict]:
     """Group keys that differ only in one numeric path segment (the layer index) and share shape and
     dtype: 'encoder.layer.{0..11}.attention.self.query.weight x12 [768, 768] F32'."""
@@ -33,12 +43,7 @@ def collapse_keys(tensors) -> list[dict]:
     rows = list(singles)
     for (template, shape, dtype), indices in groups.items():
         indices.sort()
-        if len(indices) == 1:
-            label = str(indices[0])
-        elif indices == list(range(indices[0], indices[-1] + 1)):
-            label = f"{{{indices[0]}..{indices[-1]}}}"
-        else:
-            label = "{" + ",".join(map(str, indices)) + "}"
+        label = layer_label(indices)
         rows.append({"name": template.replace("{}", label), "count": len(indices), "shape": list(shape), "dtype": dtype})
     rows.sort(key=lambda r: _natural(r["name"]))
     return rows

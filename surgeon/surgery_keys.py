@@ -38,11 +38,17 @@ def find_surgery(numel_by_key: Mapping[str, int], metadata: Mapping[str, str] | 
         if method:
             found[method] = found.get(method, 0) + numel
     record = parse_record(metadata)
+    trained: dict[str, int] = {}
     for entry in record.get("methods", []) if record else []:
         name = entry.get("method")
         if name and name not in found:
             found[name] = int(entry.get("num_parameters", 0))
-    return [{"method": m, "num_parameters": n} for m, n in found.items()]
+        if name and isinstance(entry.get("petl_parameters"), int):
+            trained[name] = entry["petl_parameters"]
+    # num_parameters: what the method adds (0 for BitFit, full, linear: they train the model's own);
+    # trained_parameters: what it trains, where the record says
+    return [{"method": m, "num_parameters": n, **({"trained_parameters": trained[m]} if m in trained else {})}
+            for m, n in found.items()]
 
 
 def parse_record(metadata: Mapping[str, str] | None) -> dict | None:

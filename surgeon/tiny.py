@@ -38,13 +38,15 @@ def build_tiny(family: str, *, model_class: str | None = None, seed: int = 0, **
     return model.eval()
 
 
-def save_tiny(family: str, out: str | os.PathLike, *, force: bool = False, **kwargs) -> Path:
+def save_tiny(family: str, out: str | os.PathLike, *, force: bool = False, shard_size: int | None = None,
+              dtype: str | None = None, **kwargs) -> Path:
     """Build a tiny model and save it with save_pretrained, atomically."""
+    from surgeon.api import save_model_files
     from surgeon.hf import quiet_transformers
     from surgeon.io.atomic import atomic_output
 
     quiet_transformers()
     model = build_tiny(family, **kwargs)
     with atomic_output(out, force=force) as tmp:
-        model.save_pretrained(tmp)
+        save_model_files(model, tmp, shard_size, dtype)
     return Path(out)

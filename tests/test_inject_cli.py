@@ -39,7 +39,8 @@ def test_inject_full_then_inspect_and_strip(cli, tiny_dir, tmp_path):
     assert (tmp_path / "full" / "config.json").is_file() and (tmp_path / "full" / "surgery.json").is_file()
     r = cli("inspect", tmp_path / "full", "--json")
     assert r.code == 0, r.err
-    assert r.json()["surgery"] == [{"method": "lora", "num_parameters": 2 * 2 * (2 * 32 + 32 * 2)}]
+    [entry] = r.json()["surgery"]
+    assert entry["method"] == "lora" and entry["num_parameters"] == 2 * 2 * (2 * 32 + 32 * 2)
     r = cli("strip", tmp_path / "full", "--out", tmp_path / "stripped")
     assert r.code == 0, r.err
     from surgeon.io.checkpoint import Checkpoint
@@ -118,7 +119,7 @@ def test_bad_options_are_refused_with_nothing_written(cli, tiny_dir, tmp_path):
     _refused(cli("inject", "lora", "--model", base, "--out", out, "--rank", "33"), out, "rank 33", "hidden size 32")
     _refused(cli("inject", "bottleneck", "--model", base, "--out", out, "--bottleneck", "64"), out, "hidden size 32")
     _refused(cli("inject", "loaa", "--model", base, "--out", out), out, "overlap", "--repatch")
-    _refused(cli("inject", "bitfit", "--model", base, "--out", out, "--rank", "2"), out, "unknown option 'rank'")
+    _refused(cli("inject", "bitfit", "--model", base, "--out", out, "--rank", "2"), out, "--rank: bitfit does not take this option")
     _refused(cli("inject", "bottleneck", "--model", base, "--out", out, "--placement", "pfiefer"), out, "placement")
     _refused(cli("inject", "prefix", "--model", base, "--out", out, "--num-tokens", "3"), out, "even")
     _refused(cli("inject", "bottleneck", "--model", base, "--out", out, "--placement", "houlsby", "--location",
@@ -173,19 +174,40 @@ def test_help_lists_both_commands_without_heavy_imports():
 
 
 def test_every_method_option_is_in_the_cli_and_the_recipe_schema():
-    """Until the Opt tables are the single source (issue 16 item 7): each option a method declares can
-    be given on the command line and in a recipe's [method] table, with the same choices."""
+    """Issue 16 item 7: the Opt tables (surgeon.methods.tables) are the single source: each option a
+    method declares is a CLI option and a recipe [method] key, with the same choices and bounds, and
+    nothing else is."""
     import typing
 
-    from surgeon_cli.commands import inject as inject_command
+    import typer
+
     from surgeon.methods import METHOD_NAMES, get_method
+    from surgeon.methods.tables import OPTIONS, all_options
     from surgeon.recipes.schema import MethodSection
+    from surgeon_cli.main import app
 
     fields = MethodSection.model_fields
+    cli_names = {p.name for p in typer.main.get_command(app).commands["inject"].params}
+    assert set(fields) - {"name"} == set(all_options()) <= cli_names
     for name in METHOD_NAMES:
-        for option, opt in get_method(name).OPTIONS.items():
-            assert option in inject_command._OPTION_NAMES, (name, option)
-            assert option in fields, (name, option)
+        assert dict(get_method(name).OPTIONS) == OPTIONS[name], name  # the method reads the table
+        for option, opt in OPTIONS[name].items():
             if opt.choices and opt.kind == "str":
                 literal = [a for a in typing.get_args(fields[option].annotation) if typing.get_args(a)]
                 assert literal and set(typing.get_args(literal[0])) == set(opt.choices), (name, option)
+    for option, entries in all_options().items():  # methods sharing an option agree on what it is
+        assert len({(o.kind, o.choices, o.ge, o.gt, o.pattern, o.flags) for _, o in entries}) == 1, option
+
+
+def test_method_tables_match_the_placement_forms():
+    from surgeon.methods.placement import SEQUENTIAL_BEFORE
+    from surgeon.methods.tables import SEQUENTIAL_BEFORE_FORMS
+
+    assert tuple(SEQUENTIAL_BEFORE) == SEQUENTIAL_BEFORE_FORMS
+
+
+def test_an_option_the_method_does_not_take_is_named_as_typed(cli, tiny_dir, tmp_path):
+    """Issue 15 item 6: kebab-case on the command line, kebab-case in the error."""
+    r = cli("inject", "lora", "--model", tiny_dir("ast"), "--out", tmp_path / "x", "--num-experts", "3")
+    assert r.code == 2 and "--num-experts: lora does not take this option" in r.err and "num_experts" not in r.err
+    assert not (tmp_path / "x").exists()

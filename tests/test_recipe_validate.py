@@ -71,9 +71,11 @@ def test_validate_exit_2_lists_problems(tmp_path, capsys):
         cli(["validate", "ast-lora-esc50", "--set", f"data.root={tmp_path / 'nowhere'}", "--offline-model", "tiny",
              "--set", 'train.precision="fp16"', "--set", 'train.device="cpu"'])
     assert e.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "2 problem(s)" in err[0]
-    assert "is not a directory" in err[0] and "fp16 needs a CUDA device" in err[0]
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "2 problems" in err[0]
+    assert "data.root:" in err[0] and "is not a directory" in err[0] and "fp16 needs a CUDA device" in err[0]
+    assert "is not a directory" not in captured.out  # each problem said once
 
 
 def test_validate_ok_exit_0(capsys):

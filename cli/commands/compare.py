@@ -5,6 +5,8 @@ from typing import Optional
 
 import typer
 
+from surgeon_cli.options import option
+
 from surgeon_cli.render import console, print_json
 
 EVAL_HELP = "surgeon eval's JSON, a run's details/<cell>-test.json, or a run directory."
@@ -19,8 +21,8 @@ def compare(
         help="Score both with this normalisation (plain, literal; see docs/speech.md); default: the one they used."),
     show: int = typer.Option(20, "--show", help="Changed utterances to print (--json has them all)."),
     plot: str = typer.Option("compare.png", "--plot", help="Where to write the chart."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing chart."),
-    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON instead of tables."),
+    force: bool = option("force", False, more="(the chart)."),
+    as_json: bool = option("json", False, more="(the comparison)."),
 ):
     """Utterances that changed between EVAL_A and EVAL_B, and the improvements by kind of character
     edit (paper 003 Tables 4 and 6), with a chart."""

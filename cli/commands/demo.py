@@ -7,21 +7,35 @@ from __future__ import annotations
 
 import typer
 
+from surgeon_cli.options import option
+
 PAPER_RECIPE = "ast-soft-moa-pf-esc50"  # paper 000's Soft-MoA on ESC-50: the quickstart at full size
 
 
 def demo(
-    out: str = typer.Option("runs/quickstart", "--out", "-o", help="Run directory (replaced if it exists)."),
+    out: str = option("out", "runs/quickstart", more="The run directory (replaced if it exists)."),
+    as_json: bool = option("json", False, more="(the run's results, its checkpoints' summaries, the next commands)."),
 ):
     """Train the quickstart recipe offline (tiny AST + Soft-MoA on synthetic sounds) and inspect the result."""
+    import json
     from pathlib import Path
 
     from surgeon.recipes.load import load_recipe
     from surgeon_cli.commands.inspect import inspect
     from surgeon_cli.commands.train import train_here
 
-    train_here(load_recipe("quickstart", []), out=out, force=True)
+    path = train_here(load_recipe("quickstart", []), out=out, force=True, quiet=as_json)
     checkpoints = sorted((Path(out) / "checkpoints").iterdir())
+    if as_json:
+        from surgeon.io.checkpoint import Checkpoint
+        from surgeon.summary import summarize
+        from surgeon_cli.render import print_json
+
+        print_json({"out": str(path), "results": json.loads((Path(path) / "results.json").read_text()),
+                    "checkpoints": [summarize(Checkpoint.open(str(c))) for c in checkpoints],
+                    "plots": str(Path(out) / "plots"),
+                    "next": [{"command": c, "why": w} for c, w in next_commands(checkpoints[0])]})
+        return
     for checkpoint in checkpoints:
         print()
         inspect(str(checkpoint), as_json=False, check=False, tensors=False, allow_pickle=False)

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from surgeon_cli.options import option
+
 from surgeon_cli.render import print_json
 
 AS_HELP = ("model: a from_pretrained directory with the method merged into the weights (LoRA folded; "
@@ -18,12 +20,14 @@ def export(
                                  help="A run directory (surgeon train), one of its checkpoints/<cell>, or a surgery "
                                       "directory (surgeon inject)."),
     legacy: Optional[str] = typer.Argument(None, hidden=True),  # `export lora MODEL --format peft`, as before
-    out: str = typer.Option(..., "--out", "-o", help="Output directory."),
+    out: str = option("out", ...),
     as_: str = typer.Option("model", "--as", help=AS_HELP),
     cell: Optional[str] = typer.Option(None, "--cell", help="The cell of a run with several (fold1-seed0, ...)."),
     format_: Optional[str] = typer.Option(None, "--format", hidden=True),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    shard_size: Optional[str] = option("shard_size", more="With --as model."),
+    dtype: Optional[str] = option("dtype", more="With --as model."),
+    as_json: bool = option("json", False),
+    force: bool = option("force", False),
 ):
     """Export a trained run as a model other tools load: --as model (from_pretrained), surgery or peft."""
     from surgeon.errors import SurgeonError
@@ -37,7 +41,10 @@ def export(
         source, as_ = legacy, "peft"  # the older spelling of --as peft
     elif format_ is not None:
         raise SurgeonError("--format: use --as model|surgery|peft")
-    doc = run_export(source, out, as_=as_, cell=cell, force=force)
+    from surgeon_cli.options import check_dtype, parse_size
+
+    doc = run_export(source, out, as_=as_, cell=cell, force=force, shard_size=parse_size(shard_size),
+                     dtype=check_dtype(dtype))
     if as_json:
         print_json(doc)
         return

@@ -1,91 +1,49 @@
 """`surgeon inject METHOD` (add a parameter-efficient method) and `surgeon strip` (remove it)."""
 from __future__ import annotations
 
+import inspect
 from typing import Optional
 
 import typer
 
+from surgeon_cli.options import option
+
 from surgeon_cli.render import console, print_json
 
-# CLI option -> Python option name; only options given on the command line are passed on, so each
-# method's own defaults (from the papers) apply to the rest, and an option a method does not take is
-# refused by the method.
-_OPTION_NAMES = (
-    "rank", "reduction", "bottleneck", "alpha", "scaling", "targets", "placement", "location", "insertion",
-    "position", "residual", "sequential_before", "train_norm", "kernel", "conv", "conv_init", "axis", "repatch",
-    "bias", "num_tokens", "deep", "dist", "num_experts", "slots", "expert", "normalize",
-)
+METHOD_PANEL = "Method options (each method takes some: see docs/petl.md)"
 
 
-def inject(
-    method: str = typer.Argument(..., help="bottleneck, convpass, conformer, loaa, dense-moa, soft-moa, lora, "
-                                          "prefix, prompt, bitfit, linear or full."),
-    model: str = typer.Option(..., "--model", "-m", help="Model directory, alias, Hub id, or a surgery directory."),
-    out: str = typer.Option(..., "--out", "-o", help="Output directory."),
-    base: Optional[str] = typer.Option(None, "--base", help="Base model of a surgery directory given as --model."),
-    rank: Optional[int] = typer.Option(None, "--rank", help="LoRA rank r (wins over --reduction)."),
-    reduction: Optional[float] = typer.Option(None, "--reduction", help="Reduction rate RR: width = round(d / RR)."),
-    bottleneck: Optional[int] = typer.Option(None, "--bottleneck", help="Adapter width b (wins over --reduction)."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="LoRA scaling numerator (scaling = alpha / RR)."),
-    scaling: Optional[float] = typer.Option(None, "--scaling", help="LoRA scaling, overriding alpha / RR."),
-    targets: Optional[str] = typer.Option(None, "--targets", help="LoRA projections, comma-separated: q,k,v,o."),
-    placement: Optional[str] = typer.Option(None, "--placement", help="pfeiffer (one sub-layer) or houlsby (both)."),
-    location: Optional[str] = typer.Option(None, "--location", help="Pfeiffer's sub-layer: mhsa or ffn."),
-    insertion: Optional[str] = typer.Option(None, "--insertion", help="parallel or sequential."),
-    position: Optional[str] = typer.Option(None, "--position", help="before or after the sub-layer."),
-    residual: Optional[bool] = typer.Option(None, "--residual/--no-residual",
-                                            help="Add the adapter's input to its output (default: sequential)."),
-    sequential_before: Optional[str] = typer.Option(
-        None, "--sequential-before",
-        help="Sequential-before form: authors h+Sub(A(u))+A(u) (default), residual h+Sub(A(u)+u), "
-             "replace h+Sub(A(u))."),
-    kernel: Optional[int] = typer.Option(None, "--kernel", help="Convolution kernel (conformer 31, convpass 3)."),
-    conv: Optional[str] = typer.Option(None, "--conv", help="Convpass convolution: 1d (tokens) or 2d (grid)."),
-    conv_init: Optional[str] = typer.Option(None, "--conv-init",
-                                            help="Convpass conv init: xavier (default) or identity (zeros + centre)."),
-    axis: Optional[str] = typer.Option(None, "--axis",
-                                       help="LoAA axis: time, frequency, grid (k x k), or an MHSA,FFN pair "
-                                            "(default time,frequency)."),
-    repatch: Optional[bool] = typer.Option(None, "--repatch/--no-repatch",
-                                           help="LoAA: make overlapping patches non-overlapping."),
-    bias: Optional[bool] = typer.Option(None, "--bias/--no-bias",
-                                        help="LoAA: biases on its convolutions (default no)."),
-    train_norm: Optional[bool] = typer.Option(None, "--train-norm/--no-train-norm",
-                                              help="Adapters: train the adapted sub-layers' LayerNorms "
-                                                   "(default yes; LoAA no)."),
-    num_tokens: Optional[int] = typer.Option(None, "--num-tokens", help="Prompt P or prefix N tokens."),
-    deep: Optional[bool] = typer.Option(None, "--deep/--shallow", help="Prompt: fresh prompts per layer."),
-    dist: Optional[bool] = typer.Option(None, "--dist/--no-dist",
-                                        help="Prompt on AST: keep DIST ([CLS, DIST, P, patches]) or drop it "
-                                             "([CLS, P, patches], the authors')."),
-    num_experts: Optional[int] = typer.Option(None, "--num-experts",
-                                              help="MoA: experts per block (default 14 Pfeiffer, 7 + 7 Houlsby)."),
-    slots: Optional[int] = typer.Option(None, "--slots", help="Soft-MoA: slots per expert."),
-    expert: Optional[str] = typer.Option(None, "--expert", help="MoA experts: bottleneck or convpass."),
-    normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize",
-                                             help="Soft-MoA: l2-normalised logits with a learnable scale."),
-    full: bool = typer.Option(False, "--full", help="Save the whole model, not only the adapter. Load it with "
-                              "surgeon.load: transformers' from_pretrained drops the injected modules (UNEXPECTED "
-                              "keys); for a plain model use 'surgeon export DIR --as model'."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
-):
+def inject(**given):
     """Inject a parameter-efficient method into a model and save it (the adapter only, unless --full)."""
     from surgeon.api import load, save_surgery
+    from surgeon.errors import SurgeonError
     from surgeon.methods import get_method
     from surgeon.methods.surgery import apply_method
+    from surgeon.methods.tables import all_options
     from surgeon.refs import resolve
+    from surgeon_cli.options import check_dtype, parse_size
 
-    values = locals()
-    options = {name: values[name] for name in _OPTION_NAMES if values[name] is not None}
-    get_method(method)  # unknown method: refused before anything is loaded
+    method, model, out, base, full = (given[k] for k in ("method", "model", "out", "base", "full"))
+    force, as_json = given["force"], given["as_json"]
+    size, dtype = parse_size(given["shard_size"]), check_dtype(given["dtype"])
+    if not full and (size is not None or dtype is not None):
+        raise SurgeonError("--shard-size and --dtype apply to --full, which writes the whole model; without it "
+                           "only the adapter is written")
+    # only options given on the command line are passed on, so each method's own defaults (from the
+    # papers) apply to the rest; one the method does not take is named as the user typed it
+    options = {name: given[name] for name in all_options() if given.get(name) is not None}
+    declared = get_method(method).OPTIONS  # unknown method: refused before anything is loaded
+    for name in options:
+        if name not in declared:
+            takes = ", ".join(flag(n) for n in declared) or "no options"
+            raise SurgeonError(f"{flag(name)}: {get_method(method).name} does not take this option; it takes: {takes}")
     model_path = resolve(model)
     from surgeon.io.atomic import check_output
 
     check_output(out, force=force, inputs=[model_path])
-    net = load(model_path, base=base)
+    net = load(model_path, base=base, allow_pickle=given["allow_pickle"])
     entry = apply_method(net, method, options)
-    save_surgery(net, out, full=full, force=force, inputs=[model_path])
+    save_surgery(net, out, full=full, force=force, inputs=[model_path], shard_size=size, dtype=dtype)
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     doc = {
         "method": entry["method"],
@@ -107,17 +65,70 @@ def inject(
     con.print(f"wrote {'model' if full else 'adapter'} with {entry['method']} to {out}")
 
 
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _method_parameters() -> list[inspect.Parameter]:
+    """One CLI option per method option of surgeon.methods.tables (the single declaration)."""
+    from surgeon.methods.tables import all_options, merged_help, who
+
+    params = []
+    for name, entries in all_options().items():
+        opt = entries[0][1]
+        if opt.kind == "bool":
+            decl, kind = opt.flags or f"{flag(name)}/--no-{flag(name)[2:]}", Optional[bool]
+        else:
+            decl, kind = flag(name), {"int": Optional[int], "float": Optional[float]}.get(opt.kind, Optional[str])
+        text = merged_help(entries)
+        choices = f"; one of {', '.join(map(str, opt.choices))}" if opt.choices else ""
+        help_ = f"{text[0].upper()}{text[1:]}{choices} ({who(m for m, _ in entries)})."
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                        default=typer.Option(None, decl, help=help_, rich_help_panel=METHOD_PANEL)))
+    return params
+
+
+def _fixed_parameters() -> list[inspect.Parameter]:
+    k = inspect.Parameter.KEYWORD_ONLY
+    return [
+        inspect.Parameter("method", k, annotation=str, default=typer.Argument(
+            ..., help="bottleneck, convpass, conformer, loaa, dense-moa, soft-moa, lora, prefix, prompt, bitfit, "
+                      "linear or full.")),
+        inspect.Parameter("model", k, annotation=str, default=typer.Option(
+            ..., "--model", "-m", help="Model directory, alias, Hub id, or a surgery directory.")),
+        inspect.Parameter("out", k, annotation=str, default=option("out", ...)),
+        inspect.Parameter("base", k, annotation=Optional[str], default=typer.Option(
+            None, "--base", help="Base model of a surgery directory given as --model.")),
+        inspect.Parameter("full", k, annotation=bool, default=typer.Option(
+            False, "--full", help="Save the whole model, not only the adapter. Load it with surgeon.load: "
+            "transformers' from_pretrained drops the injected modules (UNEXPECTED keys); for a plain model use "
+            "'surgeon export DIR --as model'.")),
+        inspect.Parameter("shard_size", k, annotation=Optional[str], default=option("shard_size", more="With --full.")),
+        inspect.Parameter("dtype", k, annotation=Optional[str], default=option("dtype", more="With --full.")),
+        inspect.Parameter("allow_pickle", k, annotation=bool, default=option("allow_pickle", False)),
+        inspect.Parameter("as_json", k, annotation=bool, default=option("json", False)),
+        inspect.Parameter("force", k, annotation=bool, default=option("force", False)),
+    ]
+
+
+inject.__signature__ = inspect.Signature([*_fixed_parameters(), *_method_parameters()])
+
+
 def strip(
     model: str = typer.Argument(..., help="A surgery directory (adapter only or --full)."),
-    out: str = typer.Option(..., "--out", "-o", help="Output directory for the base model."),
+    out: str = option("out", ..., more="(the base model)."),
     base: Optional[str] = typer.Option(None, "--base", help="Base model of an adapter-only directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    shard_size: Optional[str] = option("shard_size"),
+    dtype: Optional[str] = option("dtype"),
+    as_json: bool = option("json", False),
+    force: bool = option("force", False),
 ):
     """Remove every injected method and write the base model."""
     from surgeon.api import strip_to
 
-    path = strip_to(model, out, base=base, force=force)
+    from surgeon_cli.options import check_dtype, parse_size
+
+    path = strip_to(model, out, base=base, force=force, shard_size=parse_size(shard_size), dtype=check_dtype(dtype))
     if as_json:
         print_json({"out": str(path)})
         return

@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import typer
 
+from surgeon_cli.options import option
+
 from surgeon_cli.render import console, human_bytes, human_count, print_json
 
 
 def inspect(
     path: str = typer.Argument(..., help="Model directory, .safetensors file, Hub id or alias."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for scripts and CI)."),
+    as_json: bool = option("json", False),
     check: bool = typer.Option(False, "--check", help="Verify file integrity; exit 2 on the first problem."),
     tensors: bool = typer.Option(True, "--tensors/--no-tensors", help="List the layer-collapsed tensors."),
-    allow_pickle: bool = typer.Option(
-        False, "--allow-pickle", help="Load a pickled checkpoint with torch.load(weights_only=True)."
-    ),
+    allow_pickle: bool = option("allow_pickle", False),
 ):
     """Summarise a checkpoint: family, layers, sizes, dtypes, parameters, surgery."""
     from surgeon.io.checkpoint import Checkpoint
@@ -28,6 +28,15 @@ def inspect(
         print_json(doc)
         return
     _render(doc, tensors)
+
+
+def _surgery_counts(entry: dict) -> str:
+    added, trained = entry["num_parameters"], entry.get("trained_parameters")
+    if trained is None:
+        return f"{added:,} params"
+    if added == 0:  # BitFit, full, linear: nothing added, the model's own parameters trained
+        return f"{trained:,} params trained"
+    return f"{added:,} params added, {trained:,} trained"
 
 
 def _render(doc: dict, show_tensors: bool) -> None:
@@ -52,7 +61,7 @@ def _render(doc: dict, show_tensors: bool) -> None:
     for dtype, n in doc["dtypes"].items():
         rows.append((f"  {dtype}", f"{n:,} elements in {doc['dtype_tensors'][dtype]} tensors, "
                                    f"{human_bytes(doc['dtype_bytes'][dtype])}"))
-    surgery = ", ".join(f"{s['method']} ({s['num_parameters']:,} params)" for s in doc["surgery"]) or "none"
+    surgery = ", ".join(f"{s['method']} ({_surgery_counts(s)})" for s in doc["surgery"]) or "none"
     rows.append(("surgery", surgery))
     for k, v in rows:
         info.add_row(k, v)

@@ -5,6 +5,8 @@ from typing import Optional
 
 import typer
 
+from surgeon_cli.options import option
+
 from surgeon.speech.select_layers import DEFAULT_PROJECTIONS  # a light module: no torch at start-up
 from surgeon_cli.render import console, print_json
 
@@ -32,12 +34,12 @@ def select_layers(
         None, "--limit", help="Then only the first N of those pairs, in file order."),
     projections: int = typer.Option(
         DEFAULT_PROJECTIONS, "--projections", help="Random directions of the sliced Wasserstein distance."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random directions and of the --fraction sample."),
+    seed: int = option("seed", 0, more="Of the random directions and of the --fraction sample."),
     batch_size: int = typer.Option(8, "--batch-size", help="Pairs per forward pass."),
-    out: str = typer.Option(..., "--out", help="selection.json to write (a bar chart PNG goes beside it)."),
+    out: str = option("out", ..., more="The selection.json to write (a bar chart PNG goes beside it)."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Where to write the bar chart (default: OUT with .png)."),
-    force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
-    as_json: bool = typer.Option(False, "--json", help="Print the selection as JSON instead of a table."),
+    force: bool = option("force", False, more="(outputs: selection.json and its chart)."),
+    as_json: bool = option("json", False, more="(the selection)."),
 ):
     """Score every layer by source/target similarity on paired data and write the top-k selection."""
     import sys

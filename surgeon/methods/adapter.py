@@ -13,25 +13,13 @@ from typing import ClassVar
 
 from surgeon.errors import SurgeonError
 from surgeon.methods.base import Method
-from surgeon.methods.options import Opt, resolve_options, width
+from surgeon.methods import tables
+from surgeon.methods.options import resolve_options, width
 from surgeon.methods.placement import SEQUENTIAL_BEFORE, complete_placement, hooks_for, locations
 from surgeon.methods.target import SUBLAYER_NORM, SUBLAYER_ROLE, Target
 
-PLACEMENT_OPTIONS = {
-    "placement": Opt("pfeiffer", "str", ("pfeiffer", "houlsby"), "one sub-layer (Pfeiffer) or both (Houlsby)"),
-    "location": Opt(None, "str", ("mhsa", "ffn"), "Pfeiffer's sub-layer (default mhsa)"),
-    "insertion": Opt("parallel", "str", ("parallel", "sequential"), "beside the sub-layer or in series"),
-    "position": Opt(None, "str", ("before", "after"), "adapter input: sub-layer input or output"),
-    "residual": Opt(None, "bool", (), "add the adapter's input to its output (default: sequential only)"),
-    "train_norm": Opt(None, "bool", (), "train each adapted sub-layer's LayerNorm (default: yes, LoAA no)"),
-    "sequential_before": Opt(None, "str", tuple(SEQUENTIAL_BEFORE),
-                             "sequential-before form: authors h + Sub(A(u)) + A(u) (default), residual "
-                             "h + Sub(A(u) + u), replace h + Sub(A(u))"),
-}
-WIDTH_OPTIONS = {
-    "bottleneck": Opt(None, "int", (), "bottleneck width b (wins over reduction)"),
-    "reduction": Opt(None, "float", (), "reduction rate RR: b = round(d / RR)"),
-}
+# the tables are declared once, torch-free, in surgeon.methods.tables
+PLACEMENT_OPTIONS, WIDTH_OPTIONS = tables.PLACEMENT, tables.WIDTH
 
 
 def check_sublayer(owner: str, target: Target, location: str) -> None:
@@ -46,12 +34,10 @@ class AdapterMethod(Method):
     default_reduction: ClassVar[float] = 64.0
     default_placement: ClassVar[str] = "pfeiffer"
     default_train_norm: ClassVar[bool] = True  # the papers' convention (petl-facts.md); LoAA's paper: no
-    EXTRA: ClassVar[dict] = {}  # the method's own options
 
     @property
-    def OPTIONS(self):  # noqa: N802 (a per-class table, like the other methods' OPTIONS)
-        placement = {**PLACEMENT_OPTIONS, "placement": Opt(self.default_placement, "str", ("pfeiffer", "houlsby"))}
-        return {**WIDTH_OPTIONS, **placement, **self.EXTRA}
+    def OPTIONS(self):  # noqa: N802 (a per-method table, like the other methods' OPTIONS)
+        return tables.OPTIONS[self.name]
 
     def resolve(self, target: Target, options) -> dict:
         opts = resolve_options(self.name, self.OPTIONS, options)

@@ -2,17 +2,10 @@
 2-D grid form with --conv 2d) -> QuickGELU -> Linear; RR 64. The conv starts Xavier-uniform
 (--conv-init xavier, the papers' code) or as zeros plus the identity on its centre tap (identity)."""
 from surgeon.methods.adapter import AdapterMethod
-from surgeon.methods.options import Opt
 
 
 class ConvpassMethod(AdapterMethod):
     name = "convpass"
-    EXTRA = {
-        "kernel": Opt(3, "int", (), "convolution kernel size"),
-        "conv": Opt("1d", "str", ("1d", "2d"), "1-D over the token sequence or 2-D over the patch grid"),
-        "conv_init": Opt("xavier", "str", ("xavier", "identity"),
-                         "the conv's init: Xavier-uniform (the papers' code) or zeros plus identity centre"),
-    }
 
     def check(self, target, opts):
         if opts["conv"] == "2d":

@@ -7,24 +7,17 @@ between MHSA and FFN" (paper 000, Table 2): 14 experts per layer either way.
 """
 from surgeon.errors import SurgeonError
 from surgeon.methods.adapter import AdapterMethod
-from surgeon.methods.options import Opt
+from surgeon.methods import tables
 from surgeon.methods.placement import locations
 
 EXPERTS_PER_LAYER = 14  # paper 000: 14 experts per layer, in one block (Pfeiffer) or two of 7 (Houlsby)
-MOA_OPTIONS = {
-    "num_experts": Opt(None, "int", (), "experts per MoA block (default 14 Pfeiffer, 7 + 7 Houlsby)"),
-    "expert": Opt("bottleneck", "str", ("bottleneck", "convpass"), "expert design"),
-    "kernel": Opt(3, "int", (), "convpass experts' kernel size"),
-    "conv_init": Opt(None, "str", ("xavier", "identity"), "convpass experts' conv init (default xavier)"),
-}
+MOA_OPTIONS = tables.MOA  # declared in surgeon.methods.tables
 
 
 class MoAMethod(AdapterMethod):
     """What both mixtures share: the per-block expert count and the Convpass experts' options."""
 
     default_reduction = 768.0  # b = 1 at d = 768
-    EXTRA = MOA_OPTIONS
-
     def check(self, target, opts):
         if opts["num_experts"] is None:
             opts["num_experts"] = EXPERTS_PER_LAYER // (2 if opts["placement"] == "houlsby" else 1)

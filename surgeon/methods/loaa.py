@@ -13,7 +13,6 @@ by a comma for Houlsby's MHSA and FFN adapters.
 """
 from surgeon.errors import SurgeonError
 from surgeon.methods.adapter import AdapterMethod
-from surgeon.methods.options import Opt
 from surgeon.methods.placement import locations
 
 AXES = ("time", "frequency", "grid")
@@ -25,13 +24,6 @@ class LoAAMethod(AdapterMethod):
     default_reduction = 64 / 3
     default_placement = "houlsby"
     default_train_norm = False  # paper 004 trains no backbone LayerNorm
-    EXTRA = {
-        "axis": Opt(None, "str", (), "time, frequency, grid (k x k), or MHSA,FFN axes for Houlsby "
-                                     "(default time on MHSA, frequency on FFN)"),
-        "kernel": Opt(3, "int", (), "kernel length along the axis"),
-        "bias": Opt(False, "bool", (), "biases on both convolutions (paper 004 counts none)"),
-        "repatch": Opt(False, "bool", (), "make the patches non-overlapping (stride = patch size)"),
-    }
 
     def resolve(self, target, options):
         opts = super().resolve(target, options)

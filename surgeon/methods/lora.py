@@ -16,7 +16,8 @@ from torch import nn
 
 from surgeon.methods.base import Method
 from surgeon.methods.hooks import SurgeonHook, first_input, first_output, replace_first_output
-from surgeon.methods.options import Opt, resolve_options, width
+from surgeon.methods import tables
+from surgeon.methods.options import resolve_options, width
 
 
 class LoRA(nn.Module):
@@ -46,13 +47,7 @@ class LoRAHook(SurgeonHook):
 
 class LoRAMethod(Method):
     name = "lora"
-    OPTIONS = {
-        "rank": Opt(None, "int", (), "rank r (wins over reduction)"),
-        "reduction": Opt(None, "float", (), "reduction rate RR: r = round(d / RR), default 128"),
-        "alpha": Opt(8.0, "float", (), "scaling numerator: s = alpha / RR"),
-        "scaling": Opt(None, "float", (), "scaling s (default alpha / RR)"),
-        "targets": Opt(["q", "v"], "list", ("q", "k", "v", "o"), "projections to adapt"),
-    }
+    OPTIONS = tables.OPTIONS["lora"]  # declared in surgeon.methods.tables
 
     def resolve(self, target, options):
         opts = resolve_options(self.name, self.OPTIONS, options)

@@ -19,6 +19,11 @@ class Opt:
     kind: str = "str"  # "int" | "float" | "bool" | "str" | "list"
     choices: tuple = ()
     help: str = ""
+    # what the recipe schema and the command line build from it (surgeon.methods.tables)
+    ge: float | None = None  # smallest value allowed
+    gt: float | None = None  # bound the value must exceed
+    pattern: str | None = None  # a regular expression a string must match
+    flags: str | None = None  # the CLI spelling of a boolean, e.g. "--deep/--shallow" (default --x/--no-x)
 
 
 def _check_value(owner: str, name: str, opt: Opt, value):

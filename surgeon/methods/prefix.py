@@ -22,7 +22,8 @@ from torch import nn
 
 from surgeon.errors import SurgeonError
 from surgeon.methods.base import Method
-from surgeon.methods.options import Opt, resolve_options
+from surgeon.methods import tables
+from surgeon.methods.options import resolve_options
 
 ATTENTION_NAME = "surgeon_prefix"
 ORIGINAL_CONFIG = "_surgeon_original_config"
@@ -81,7 +82,7 @@ def _register() -> None:
 
 class PrefixMethod(Method):
     name = "prefix"
-    OPTIONS = {"num_tokens": Opt(24, "int", (), "N: N/2 key and N/2 value tokens per layer")}
+    OPTIONS = tables.OPTIONS["prefix"]  # declared in surgeon.methods.tables
 
     def resolve(self, target, options):
         opts = resolve_options(self.name, self.OPTIONS, options)

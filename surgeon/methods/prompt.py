@@ -26,7 +26,8 @@ from torch import nn
 
 from surgeon.methods.base import Method
 from surgeon.methods.hooks import SurgeonHook, first_input, first_output, replace_first_input, replace_first_output
-from surgeon.methods.options import Opt, resolve_options
+from surgeon.methods import tables
+from surgeon.methods.options import resolve_options
 
 
 VPT_PATCH_FAN_IN = 3 * 16 * 16  # VPT's constant: a ViT-B/16 patch's inputs
@@ -134,12 +135,7 @@ class PromptOut(SurgeonHook):
 
 class PromptMethod(Method):
     name = "prompt"
-    OPTIONS = {
-        "num_tokens": Opt(None, "int", (), "P prompts (default 300 shallow, 25 deep)"),
-        "deep": Opt(False, "bool", (), "a fresh set of prompts at every layer"),
-        "dist": Opt(None, "bool", (), "keep AST's DIST token: [CLS, DIST, P, patches] (default) or "
-                                      "[CLS, P, patches] as the authors' code"),
-    }
+    OPTIONS = tables.OPTIONS["prompt"]  # declared in surgeon.methods.tables
 
     def resolve(self, target, options):
         from surgeon.errors import SurgeonError

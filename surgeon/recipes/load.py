@@ -107,12 +107,8 @@ def find_recipe(name: str | os.PathLike) -> Path:
     raise SurgeonError(f"{name}: no such recipe file or bundled recipe{did_you_mean(path.stem, names())}")
 
 
-def load_recipe(path: str | os.PathLike, overrides: list[str] = (), check_paths: bool = True):
-    """Read, override and validate a recipe; returns a `Recipe` (schema.py)."""
-    from pydantic import ValidationError
-
-    from surgeon.recipes.schema import Recipe, format_errors
-
+def recipe_doc(path: str | os.PathLike, overrides: list[str] = ()) -> tuple[Path, dict]:
+    """The recipe file found, and its table with the overrides applied and paths resolved (not validated)."""
     path = find_recipe(path)
     doc = read_toml(path)
     _resolve_paths(doc, path.resolve().parent)
@@ -122,34 +118,76 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] = (), check_paths:
         _set(doc, parts, value, text)
         override_keys.add(tuple(parts))
     _resolve_paths(doc, Path.cwd(), only=override_keys)
+    return path, doc
+
+
+def schema_problems(doc: dict):
+    """(Recipe, []) when the table is a valid recipe, else (None, every schema problem with its dotted key)."""
+    from pydantic import ValidationError
+
+    from surgeon.recipes.schema import Recipe, format_errors
+
     try:
-        recipe = Recipe.model_validate(doc)
+        return Recipe.model_validate(doc), []
     except ValidationError as e:
-        problems = format_errors(e.errors())
-        count = f"{len(problems)} problems: " if len(problems) > 1 else ""
-        raise SurgeonError(f"{path}: {count}{'; '.join(problems)}") from None
+        return None, format_errors(e.errors())
+
+
+def problems_line(path, problems: list[str]) -> str:
+    count = f"{len(problems)} problems: " if len(problems) > 1 else ""
+    return f"{path}: {count}{'; '.join(problems)}"
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] = (), check_paths: bool = True):
+    """Read, override and validate a recipe; returns a `Recipe` (schema.py)."""
+    path, doc = recipe_doc(path, overrides)
+    recipe, problems = schema_problems(doc)
+    if recipe is None:
+        raise SurgeonError(problems_line(path, problems))
     if check_paths:
         check_recipe_paths(recipe, path)
     recipe._source = path  # for messages and the run directory
     return recipe
 
 
-def check_recipe_paths(recipe, path: Path) -> None:
-    """Paths the recipe needs must exist before any work starts."""
+def path_problems(doc: dict) -> list[str]:
+    """The local paths a recipe names that do not exist, each with its dotted key. Works on the raw
+    table too, so a recipe with schema problems still has its paths reported."""
     problems = []
-    from surgeon.data.registry import FILE_ROOT
+    data, model = doc.get("data") or {}, doc.get("model") or {}
+    root = data.get("root") if isinstance(data, dict) else None
+    if isinstance(root, str) and not Path(root).is_dir():
+        from surgeon.data.registry import FILE_ROOT  # formats whose root may be a file (a CSV manifest)
 
-    root = recipe.data.root
-    if root is not None and not Path(root).is_dir():
-        if recipe.data.format not in FILE_ROOT:
+        if data.get("format") not in FILE_ROOT:
             problems.append(f"data.root: {root} is not a directory")
         elif not Path(root).is_file():
             problems.append(f"data.root: {root} is neither a CSV file nor a directory")
-    if recipe.model.surgery is not None and not Path(recipe.model.surgery).is_dir():
-        problems.append(f"model.surgery: {recipe.model.surgery} is not a directory")
+    surgery = model.get("surgery") if isinstance(model, dict) else None
+    if isinstance(surgery, str) and not Path(surgery).is_dir():
+        problems.append(f"model.surgery: {surgery} is not a directory")
+    return problems
+
+
+def model_ref_problem(ref) -> str | None:
+    """`model.ref: ...` when the model a recipe names cannot be found (a local path, an alias or Hub id
+    in the cache; a Hub id not cached is downloaded, as training would)."""
+    if not isinstance(ref, str):
+        return None
+    from surgeon.refs import resolve
+
+    try:
+        resolve(ref)
+    except SurgeonError as e:
+        return f"model.ref: {e}"
+    return None
+
+
+def check_recipe_paths(recipe, path: Path) -> None:
+    """Paths the recipe needs must exist before any work starts."""
+    problems = path_problems(recipe.model_dump(mode="json"))
     if problems:
-        count = f"{len(problems)} problems: " if len(problems) > 1 else ""
-        raise SurgeonError(f"{path}: {count}{'; '.join(problems)}")
+        raise SurgeonError(problems_line(path, problems))
 
 
 def dump_recipe(recipe) -> str:

@@ -79,37 +79,11 @@ class ModelSection(Section):
         return self
 
 
-class MethodSection(Section):
-    """`[method]`: the name plus the canonical options of `surgeon inject` (snake_case)."""
+class _MethodBase(Section):
+    """`[method]`: the name plus the options of `surgeon inject` (snake_case), built from the methods'
+    option tables (surgeon.methods.tables), which declare them once."""
 
     name: str
-    reduction: Optional[float] = Field(None, gt=0)
-    bottleneck: Optional[int] = Field(None, ge=1)
-    placement: Optional[Literal["pfeiffer", "houlsby"]] = None
-    location: Optional[Literal["mhsa", "ffn"]] = None
-    insertion: Optional[Literal["parallel", "sequential"]] = None
-    position: Optional[Literal["before", "after"]] = None
-    residual: Optional[bool] = None
-    sequential_before: Optional[Literal["authors", "residual", "replace"]] = None
-    kernel: Optional[int] = Field(None, ge=1)
-    conv: Optional[Literal["1d", "2d"]] = None
-    conv_init: Optional[Literal["xavier", "identity"]] = None
-    axis: Optional[str] = Field(None, pattern=r"^(time|frequency|grid)(,(time|frequency|grid))?$",
-                                description="time, frequency, grid, or two comma-separated (Houlsby: MHSA,FFN)")
-    repatch: Optional[bool] = None
-    bias: Optional[bool] = None
-    train_norm: Optional[bool] = None
-    rank: Optional[int] = Field(None, ge=1)
-    alpha: Optional[float] = None
-    scaling: Optional[float] = None
-    targets: Optional[list[Literal["q", "k", "v", "o"]]] = None
-    num_tokens: Optional[int] = Field(None, ge=1)
-    deep: Optional[bool] = None
-    dist: Optional[bool] = None
-    num_experts: Optional[int] = Field(None, ge=1)
-    slots: Optional[int] = Field(None, ge=1)
-    expert: Optional[Literal["bottleneck", "convpass"]] = None
-    normalize: Optional[bool] = None
 
     @field_validator("name")
     @classmethod
@@ -122,6 +96,35 @@ class MethodSection(Section):
     def options(self) -> dict:
         """The options given in the recipe (unset ones take the method's paper defaults)."""
         return {k: v for k, v in self.model_dump(exclude={"name"}).items() if v is not None}
+
+
+def _method_field(entries):
+    """The schema field of one method option: its type, choices and bounds, from its Opt (the first
+    method declaring it; tests/test_cli_vocabulary.py checks that all agree)."""
+    from surgeon.methods.tables import merged_help
+
+    opt = entries[0][1]
+    base = {"int": int, "float": float, "bool": bool, "str": str}.get(opt.kind)
+    if opt.kind == "list":
+        kind = list[Literal[opt.choices]] if opt.choices else list[str]
+    elif opt.kind == "str" and opt.choices:
+        kind = Literal[opt.choices]
+    else:
+        kind = base
+    bounds = {k: v for k, v in (("ge", opt.ge), ("gt", opt.gt), ("pattern", opt.pattern)) if v is not None}
+    return (Optional[kind], Field(None, description=merged_help(entries), **bounds))
+
+
+def _method_section():
+    from pydantic import create_model
+
+    from surgeon.methods.tables import all_options
+
+    fields = {name: _method_field(entries) for name, entries in all_options().items()}
+    return create_model("MethodSection", __base__=_MethodBase, __module__=__name__, **fields)
+
+
+MethodSection = _method_section()
 
 
 class FewShot(Section):

@@ -246,10 +246,47 @@ def summarize(cells: list[dict]) -> dict:
             if values:
                 summary[f"{part}_{k}"] = {
                     "mean": statistics.fmean(values),
-                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "std": statistics.stdev(values) if len(values) > 1 else None,  # no spread from one value
                     "n": len(values),
                 }
     return summary
+
+
+ELAPSED = "elapsed.json"  # in the work directory: the run's seconds so far, over every session
+
+
+def earlier_seconds(work_path: Path) -> float:
+    try:
+        return float(json.loads((work_path / ELAPSED).read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+class TimedLog:
+    """The run log, noting the run's elapsed seconds (earlier sessions included) beside it at each line."""
+
+    def __init__(self, log, path: Path | None, started: float, earlier: float):
+        self._log, self._path, self._started, self._earlier = log, path, started, earlier
+
+    def elapsed(self) -> float:
+        return self._earlier + time.monotonic() - self._started
+
+    def __call__(self, line) -> None:
+        self._log(line)
+        if self._path is not None:
+            (self._path / ELAPSED).write_text(json.dumps({"seconds": round(self.elapsed(), 3)}) + "\n")
+
+    def __getattr__(self, name):
+        return getattr(self._log, name)
+
+
+def check_model_ref(recipe) -> None:
+    """The model must be found before the run directory is looked at: the recipe's fault first."""
+    from surgeon.recipes.load import model_ref_problem
+
+    problem = model_ref_problem(recipe.model.ref)
+    if problem:
+        raise SurgeonError(f"{recipe._source}: {problem}")
 
 
 def check_run(recipe, *, fold=None, seed=None, out: Path, force: bool = False, resume: str | None = None) -> None:
@@ -260,6 +297,7 @@ def check_run(recipe, *, fold=None, seed=None, out: Path, force: bool = False, r
 
     check_metrics(recipe)
     check_loggers(recipe)
+    check_model_ref(recipe)
     index = load_dataset(recipe)
     cells = plan_cells(recipe, index, fold, seed)
     inputs = [p for p in (recipe.data.root, recipe.model.surgery, recipe._source) if p]
@@ -287,6 +325,8 @@ def train_recipe(recipe, *, fold: int | None = None, seed: int | None = None, ou
 
     check_metrics(recipe)
     check_loggers(recipe)
+    if offline_model is None:
+        check_model_ref(recipe)
     out = Path(out) if out is not None else default_out(recipe)
     inputs = [p for p in (recipe.data.root, recipe.model.surgery, recipe._source) if p]
     runtime = dist.setup(recipe.train.device, recipe.train.precision, recipe.train.tf32)
@@ -302,6 +342,8 @@ def train_recipe(recipe, *, fold: int | None = None, seed: int | None = None, ou
         started = time.monotonic()
         done = work.finished_cells()
         log = RunLog(work.path if runtime.is_main else None, recipe.log.to, truncate_to=work.log_bytes())
+        # a resumed run's time counts its earlier sessions too (each up to its last logged line)
+        log = TimedLog(log, work.path if runtime.is_main else None, started, earlier_seconds(work.path) if resume else 0.0)
         results = []
         try:
             with StopRequest() as stop:
@@ -336,12 +378,13 @@ def train_recipe(recipe, *, fold: int | None = None, seed: int | None = None, ou
                 "processes": runtime.world_size,
                 "selected_on": f"valid_{recipe.eval.select}",
                 "checkpoint": recipe.eval.checkpoint,
-                "seconds": round(time.monotonic() - started, 2),
+                "seconds": round(log.elapsed(), 2),
                 "cells": results,
                 "summary": summarize(results),
                 "skipped": sorted({k for r in results for k in r["skipped"]}),
             }
             (work.path / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+            (work.path / ELAPSED).unlink(missing_ok=True)  # in results.json now
             work.complete(force=force)
         runtime.barrier()
     except BaseException:
