@@ -137,6 +137,9 @@ class Family:
     # whether tokens can be added to the sequence (prompts): not with a relative position bias sized
     # for the patch grid (BEiT)
     extendable_sequence: bool = True
+    # regexes of keys that name one tensor (the same storage) wherever they match: BEATs lists its shared
+    # relative-position table under every layer; parameters count it once
+    tied: tuple[str, ...] = ()
     # (module, function) loading a checkpoint of a family that transformers does not implement:
     # loader(path, model_class=None) -> model; None: transformers' from_pretrained
     loader: tuple[str, str] | None = None
@@ -173,6 +176,17 @@ class Family:
             except (KeyError, TypeError, ValueError):
                 out[name] = None
         return out
+
+    def tied_repeats(self, keys: Iterable[str]) -> set[str]:
+        """The keys that repeat a tied tensor already listed under an earlier key (layer 0's table)."""
+        seen, repeats = set(), set()
+        for k in keys:
+            rx = next((rx for rx in self.tied if re.search(rx, k)), None)
+            if rx in seen:
+                repeats.add(k)
+            elif rx is not None:
+                seen.add(rx)
+        return repeats
 
     def final_norms(self) -> tuple[str, ...]:
         if self.final_norm is None:
@@ -340,6 +354,11 @@ _DISTILBERT = Naming("transformer.layer", {
     "ffn_in": "ffn.lin1", "ffn_out": "ffn.lin2", "attn_norm": "sa_layer_norm", "ffn_norm": "output_layer_norm"})
 # Whisper: the encoder's layers only; FFN is fc1 -> act -> fc2 straight on the layer (a span in memory)
 _WHISPER = Naming("encoder.layers", {
+    "q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj",
+    "ffn_in": "fc1", "ffn_out": "fc2", "attn_norm": "self_attn_layer_norm", "ffn_norm": "final_layer_norm"})
+# BEATs (the authors' own module names, the same on disk and in memory): Whisper's layer layout under
+# encoder.layers; the relative-position table under every layer is one tensor (`tied`)
+_BEATS = Naming("encoder.layers", {
     "q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj",
     "ffn_in": "fc1", "ffn_out": "fc2", "attn_norm": "self_attn_layer_norm", "ffn_norm": "final_layer_norm"})
 _IMAGE_GRID = (("image_size", "patch_size", "patch_size"), ("image_size", "patch_size", "patch_size"))
@@ -578,6 +597,25 @@ FAMILIES: dict[str, Family] = {
         _speech_encoder("data2vec-audio", "data2vec-audio", "data2vec_audio", "Data2VecAudio",
                         signature=(r"(^|\.)encoder\.pos_conv_embed\.layers\.0\.conv\.weight$",),
                         norm_position="post", padding_mask=True),
+        # not in transformers: surgeon's own model (surgeon/beats), read from the authors' .pt files
+        Family(
+            name="beats",
+            model_types=("beats",),
+            base_prefix="beats",  # no task wrapper: the BEATs model is its own base
+            disk=_BEATS,
+            memory=_BEATS.with_roles(attn="self_attn", ffn="ffn"),  # ffn: a parameterless fc1 -> fc2 module
+            modality="audio",
+            frontend="waveform",  # the model computes its fbank; the mask: attention_mask, 1 = audio
+            tiny=Tiny(None, None, {}, builder=("surgeon.beats.fixtures", "build_tiny")),
+            heads=("predictor",),
+            label_heads=("predictor",),
+            config_keys={"num_layers": "encoder_layers", "hidden_size": "encoder_embed_dim",
+                         "num_heads": "encoder_attention_heads", "intermediate_size": "encoder_ffn_embed_dim"},
+            norm_position="layer_norm_first",  # false in every published checkpoint: post-LN
+            padding_mask=True,
+            key_signature=(r"^patch_embedding\.weight$",),  # surgeon.beats.checkpoint.SIGNATURE; no prefix
+            tied=(r"^encoder\.layers\.\d+\.self_attn\.relative_attention_bias\.weight$",),
+        ),
         Family(
             name="whisper",
             model_types=("whisper",),

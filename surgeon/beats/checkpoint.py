@@ -46,6 +46,21 @@ def is_beats_content(obj) -> bool:
     return is_beats_state(obj.get(MODEL) if isinstance(obj, dict) else None) or is_beats_state(obj)
 
 
+def authors_extras(obj) -> dict | None:
+    """What a reader taking the state dict itself needs besides it: {cfg[, label_dict]} of an authors'
+    {cfg, model[, label_dict]}; for a bare BEATs state dict, the cfg its shapes tell and bare=True (a
+    file written back stays bare); None for anything else."""
+    if isinstance(obj, dict) and is_beats_state(obj.get(MODEL)):
+        return {k: obj[k] for k in (CFG, LABELS) if isinstance(obj.get(k), dict)}
+    if is_beats_state(obj):
+        try:
+            shapes = {k: tuple(v.shape) for k, v in obj.items()}
+            return {CFG: BEATsConfig.infer(shapes).settings(), "bare": True}
+        except (SurgeonError, AttributeError):
+            return None
+    return None
+
+
 # -- reading ----------------------------------------------------------------------------------------
 def read_pt(path: str | os.PathLike, *, allow_pickle: bool = False) -> BEATsCheckpoint:
     from surgeon.io.pickle_checkpoint import load_pickle, refuse
