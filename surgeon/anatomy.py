@@ -615,6 +615,7 @@ FAMILIES: dict[str, Family] = {
             padding_mask=True,
             key_signature=(r"^patch_embedding\.weight$",),  # surgeon.beats.checkpoint.SIGNATURE; no prefix
             tied=(r"^encoder\.layers\.\d+\.self_attn\.relative_attention_bias\.weight$",),
+            loader=("surgeon.beats.directory", "load_dir"),  # a BEATs model directory (config.json)
         ),
         Family(
             name="whisper",

@@ -199,6 +199,13 @@ class BEATsModel(nn.Module):
         self.layer_norm = nn.LayerNorm(e)
         self.predictor = nn.Linear(d, config.predictor_class) if config.finetuned_model else None
 
+    def save_pretrained(self, directory):
+        """A BEATs model directory (config.json + model.safetensors, the table once): surgeon/beats/directory.py.
+        The authors' .pt: surgeon.beats.save_pt."""
+        from surgeon.beats.directory import save_dir
+
+        return save_dir(self, directory)
+
     # -- steps --------------------------------------------------------------------------------------
     def fbank(self, waveform):
         """[batch, samples] -> [batch, frames, 128] normalised fbank."""
