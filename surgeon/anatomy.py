@@ -603,7 +603,8 @@ FAMILIES: dict[str, Family] = {
             model_types=("beats",),
             base_prefix="beats",  # no task wrapper: the BEATs model is its own base
             disk=_BEATS,
-            memory=_BEATS.with_roles(attn="self_attn", ffn="ffn"),  # ffn: a parameterless fc1 -> fc2 module
+            # the FFN is fc1 -> act -> fc2 on the layer, as Whisper's: a span
+            memory=Naming(_BEATS.layers, {**_BEATS.roles, "attn": "self_attn"}, {"ffn": ("fc1", "fc2")}),
             modality="audio",
             frontend="waveform",  # the model computes its fbank; the mask: attention_mask, 1 = audio
             tiny=Tiny(None, None, {}, builder=("surgeon.beats.fixtures", "build_tiny")),
@@ -616,6 +617,8 @@ FAMILIES: dict[str, Family] = {
             key_signature=(r"^patch_embedding\.weight$",),  # surgeon.beats.checkpoint.SIGNATURE; no prefix
             tied=(r"^encoder\.layers\.\d+\.self_attn\.relative_attention_bias\.weight$",),
             loader=("surgeon.beats.directory", "load_dir"),  # a BEATs model directory (config.json)
+            # the encoder computes the position bias and token mask for the patches before the layers
+            extendable_sequence=False,
         ),
         Family(
             name="whisper",
