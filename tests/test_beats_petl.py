@@ -1,0 +1,135 @@
+"""PETL on BEATs through the family's roles: identity at initialisation and inject -> strip bit for bit for
+the adapters (MHSA and the fc1 -> fc2 span), LoRA, BitFit, full; prefix tuning read by BEATs' own
+attention (checked against the attention written out); only the method and the predictor train; prompts
+and LoAA refused with one line."""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from surgeon.beats.fixtures import build_tiny
+from surgeon.errors import SurgeonError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+IDENTITY = [
+    ("bottleneck", {}),
+    ("bottleneck", {"placement": "houlsby", "insertion": "sequential"}),
+    ("bottleneck", {"location": "ffn"}),
+    ("convpass", {"placement": "houlsby"}),
+    ("conformer", {"location": "ffn", "insertion": "sequential"}),
+    ("dense-moa", {}),
+    ("soft-moa", {"placement": "houlsby"}),
+    ("lora", {"targets": ["q", "k", "v", "o"], "rank": 2}),
+    ("bitfit", {}),
+    ("full", {}),
+]
+
+
+@pytest.fixture(scope="module")
+def base():
+    model = build_tiny(predictor_class=3)
+    with torch.no_grad():  # a predictor that is not near zero, so differences show in the logits
+        model.predictor.weight.mul_(5.0)
+    return model
+
+
+def wav(batch=2, n=8_000):
+    return 0.1 * torch.randn(batch, n, generator=torch.Generator().manual_seed(1))
+
+
+def logits(model, **kw):
+    with torch.no_grad():
+        return model(input_values=wav(), **kw).logits
+
+
+def injected(base, method, opts):
+    from surgeon.api import inject
+
+    model = copy.deepcopy(base)
+    inject(model, method, **opts)
+    return model
+
+
+def assert_same_state(model, base):
+    a, b = model.state_dict(), base.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert "_surgeon" not in model.__dict__
+
+
+@pytest.mark.parametrize("method, opts", IDENTITY, ids=lambda x: x if isinstance(x, str) else str(x))
+def test_identity_at_init_and_strip(base, method, opts):
+    from surgeon.api import strip
+
+    model = injected(base, method, opts)
+    mask = torch.zeros(2, 8_000, dtype=torch.bool)
+    mask[1, 5_000:] = True
+    for kw in ({}, {"padding_mask": mask}):
+        torch.testing.assert_close(logits(model, **kw), logits(base, **kw), atol=1e-6, rtol=0)
+    strip(model)
+    assert_same_state(model, base)
+    from surgeon.beats.checkpoint import authors_state_dict
+
+    assert list(authors_state_dict(model)) == list(base.state_dict())  # the authors' layout again
+
+
+@pytest.mark.parametrize("method, opts", IDENTITY + [("prefix", {"num_tokens": 4})],
+                         ids=lambda x: x if isinstance(x, str) else str(x))
+def test_only_the_method_and_the_predictor_train(base, method, opts):
+    model = injected(base, method, opts)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {"predictor.weight", "predictor.bias"} <= trainable
+    if method not in ("bitfit", "full"):
+        assert any(".surgeon_" in n for n in trainable)
+    assert not any("patch_embedding" in n for n in trainable) or method == "full"
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    for _ in range(2):
+        opt.zero_grad()
+        model(input_values=wav()).logits.pow(2).mean().backward()
+        opt.step()
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            assert torch.equal(p, before[n]), f"frozen {n} changed"
+
+
+def test_prefix_is_attention_over_the_prefixed_keys_and_values(base):
+    """One layer's attention with a prefix against softmax(q [P_k; K]^T / sqrt(hd) + [0, gated bias]) [P_v; V]."""
+    from surgeon.api import strip
+
+    model = injected(base, "prefix", {"num_tokens": 4})
+    attn = model.encoder.layers[1].self_attn
+    prefix = attn.surgeon_prefix
+    with torch.no_grad():
+        prefix.key.normal_()
+        prefix.value.normal_()
+    x = torch.randn(1, 10, 32, generator=torch.Generator().manual_seed(2))
+    bias = model.encoder.layers[0].self_attn.position_bias(10)
+    with torch.no_grad():
+        got = attn(x, None, bias)
+        h, hd = attn.num_heads, attn.head_dim
+        q = attn.q_proj(x).view(10, h, hd).transpose(0, 1)
+        k = torch.cat([prefix.key, attn.k_proj(x)[0]]).view(12, h, hd).transpose(0, 1)
+        v = torch.cat([prefix.value, attn.v_proj(x)[0]]).view(12, h, hd).transpose(0, 1)
+        gate = attn.gate(q.unsqueeze(0))[0]  # [h, 10, 1]
+        full_bias = torch.cat([torch.zeros(h, 10, 2), gate * bias], dim=-1)
+        weights = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(hd) + full_bias, dim=-1)
+        want = attn.out_proj((weights @ v).transpose(0, 1).reshape(1, 10, 32))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(logits(model), logits(base))  # not an identity: the prefix keys take attention
+    strip(model)
+    assert_same_state(model, base)
+
+
+@pytest.mark.parametrize("method, words", [("prompt", "relative position bias"), ("loaa", "no 2-D patch grid")])
+def test_what_beats_cannot_take_is_refused(base, method, words):
+    from surgeon.api import inject
+
+    model = copy.deepcopy(base)
+    with pytest.raises(SurgeonError, match=words):
+        inject(model, method)
+    assert "_surgeon" not in model.__dict__
