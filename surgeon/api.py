@@ -264,7 +264,7 @@ def load(ref, *, base=None, allow_pickle: bool = False):
             check_fingerprint(path, record, model_fingerprint(model), "the rebuilt base")
         else:
             base_path = base_reference(path, record, base)
-            model = _load_base(base_path, record)
+            model = _load_base(base_path, record, allow_pickle)
             check_fingerprint(path, record, model_fingerprint(model), base_path)
         tensors = Checkpoint.open(path / ADAPTER_NAME).state_dict()
         info = {**record["base"], "path": str(Path(base_path).resolve()) if base_path else None}
@@ -290,12 +290,18 @@ def _memory_name(ckpt, key: str) -> str:
     return ckpt.family.translate(key, ckpt.scheme, "memory")
 
 
-def _load_base(base_path: Path, record: dict):
+def _load_base(base_path: Path, record: dict, allow_pickle: bool = False):
     """The base model, with the config the surgery was made on (e.g. a new number of labels)."""
     import transformers
 
     from surgeon.hf import load_pretrained, quiet_transformers
     from surgeon.io.checkpoint import Checkpoint
+    from surgeon.io.pickle_checkpoint import is_pickle_path
+
+    if Path(base_path).is_file() and is_pickle_path(Path(base_path)):  # an authors' BEATs .pt
+        from surgeon.beats.checkpoint import load_pt
+
+        return load_pt(base_path, allow_pickle=allow_pickle)
 
     arch = record["base"].get("architecture")
     cls = getattr(transformers, arch, None) if arch else None

@@ -133,3 +133,30 @@ def test_what_beats_cannot_take_is_refused(base, method, words):
     with pytest.raises(SurgeonError, match=words):
         inject(model, method)
     assert "_surgeon" not in model.__dict__
+
+
+def test_surgery_on_a_pt_saves_and_loads_exactly(tmp_path):
+    """A surgery on an authors' .pt: adapter-only (the .pt its recorded base, read again with allow_pickle)
+    and full (a BEATs model directory with the surgery's tensors); stripping the full save gives the .pt's
+    weights back, bit for bit."""
+    import surgeon
+    from surgeon.api import inject, save_surgery, strip_to
+    from surgeon.beats.fixtures import write_beats_checkpoint
+
+    pt = write_beats_checkpoint(tmp_path / "BEATs.pt", predictor_class=3)
+    model = surgeon.load(pt, allow_pickle=True)
+    inject(model, "lora", targets=["q", "v"], rank=2)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".surgeon_" in n:
+                p.add_(0.1)
+    want = logits(model)
+    save_surgery(model, tmp_path / "adapter")
+    with pytest.raises(SurgeonError, match="--allow-pickle"):
+        surgeon.load(tmp_path / "adapter")
+    assert torch.equal(logits(surgeon.load(tmp_path / "adapter", allow_pickle=True)), want)
+    save_surgery(model, tmp_path / "full", full=True)
+    assert torch.equal(logits(surgeon.load(tmp_path / "full")), want)
+    strip_to(tmp_path / "full", tmp_path / "stripped")
+    got, original = surgeon.load(tmp_path / "stripped").state_dict(), surgeon.load(pt, allow_pickle=True).state_dict()
+    assert list(got) == list(original) and all(torch.equal(got[k], original[k]) for k in got)

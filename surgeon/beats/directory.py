@@ -39,9 +39,14 @@ def save_dir(model, directory: str | os.PathLike) -> Path:
 
     from surgeon.beats.checkpoint import authors_state_dict
 
+    from surgeon.surgery_keys import method_of_key
+
     directory = Path(directory)
-    state = authors_state_dict(model)
-    save_file({k: state[k].contiguous() for k in untied(state)}, directory / WEIGHTS_NAME, metadata={"format": "pt"})
+    state = authors_state_dict(model, surgery_ok=True)
+    tensors = {k: state[k].contiguous() for k in untied(state)}
+    # a full save of a surgery (surgeon.api.save_surgery(full=True)) keeps the injected modules' tensors too
+    tensors.update({k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if method_of_key(k)})
+    save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt"})
     doc = directory_config(model.config.to_cfg(), getattr(model, "label_dict", None))
     (directory / CONFIG_NAME).write_text(json.dumps(doc, indent=2) + "\n")
     return directory
@@ -60,7 +65,10 @@ def load_dir(path: str | os.PathLike, model_class=None):
             raise SurgeonError(f"{path / CONFIG_NAME}: label_dict is a {type(labels).__name__}, not a dict")
         labels = {int(k) if str(k).isdigit() else k: v for k, v in labels.items()}
     config = BEATsConfig.from_cfg(cfg, source=str(path / CONFIG_NAME))
-    state = Checkpoint.open(path).state_dict()
+    from surgeon.surgery_keys import method_of_key
+
+    # a surgery's tensors are not the model's: surgeon.load puts them back after injecting the method
+    state = {k: v for k, v in Checkpoint.open(path).state_dict().items() if not method_of_key(k)}
     # the table again under every layer: one tensor, as the model holds it
     table = next((state[k] for k in state if TABLE.match(k)), None)
     if table is not None:
