@@ -111,8 +111,10 @@ class Family:
     num_special_tokens: int = 0
     # the patch grid, as config keys (size, patch, stride) for the "frequency" (height) and "time" (width)
     # axes: grid = (size - patch) // stride + 1; a size given as a pair holds (height, width);
-    # None for models without a 2-D patch grid
-    token_grid: tuple[tuple[str, str, str], tuple[str, str, str]] | None = None
+    # None for models without a 2-D patch grid; a time axis of None follows the input's length (BEATs)
+    token_grid: tuple[tuple[str, str, str], tuple[str, str, str] | None] | None = None
+    # how the grid is flattened into tokens: "frequency"-major (AST, ViT-likes) or "time"-major (BEATs)
+    token_order: str = "frequency"
     # (patch projection conv, position-embedding table) under the base model, for re-patching and
     # resizing; None when the positions are no fixed table (BEiT's are relative, DINOv2 interpolates
     # its table to every input)
@@ -610,6 +612,9 @@ FAMILIES: dict[str, Family] = {
             tiny=Tiny(None, None, {}, builder=("surgeon.beats.fixtures", "build_tiny")),
             heads=("predictor",),
             label_heads=("predictor",),
+            # 128 mel bins / 16 = 8 frequency patches; time follows the input; tokens time-major
+            token_grid=(("mel_bins", "input_patch_size", "input_patch_size"), None),
+            token_order="time",
             config_keys={"num_layers": "encoder_layers", "hidden_size": "encoder_embed_dim",
                          "num_heads": "encoder_attention_heads", "intermediate_size": "encoder_ffn_embed_dim"},
             norm_position="layer_norm_first",  # false in every published checkpoint: post-LN

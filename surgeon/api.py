@@ -57,7 +57,7 @@ def _repatched_without_undo(target, st) -> bool:
         return False
     original = st.get("config") or {}
     return any(original.get(keys[2]) not in (None, getattr(target.config, keys[2]))
-               for keys in target.family.token_grid)
+               for keys in target.family.token_grid if keys is not None)
 
 
 def surgery(model) -> dict | None:

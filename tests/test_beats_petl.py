@@ -26,6 +26,9 @@ IDENTITY = [
     ("lora", {"targets": ["q", "k", "v", "o"], "rank": 2}),
     ("bitfit", {}),
     ("full", {}),
+    ("loaa", {}),
+    ("loaa", {"axis": "grid"}),
+    ("convpass", {"conv": "2d"}),
 ]
 
 
@@ -125,7 +128,7 @@ def test_prefix_is_attention_over_the_prefixed_keys_and_values(base):
     assert_same_state(model, base)
 
 
-@pytest.mark.parametrize("method, words", [("prompt", "relative position bias"), ("loaa", "no 2-D patch grid")])
+@pytest.mark.parametrize("method, words", [("prompt", "relative position bias")])
 def test_what_beats_cannot_take_is_refused(base, method, words):
     from surgeon.api import inject
 
@@ -160,3 +163,41 @@ def test_surgery_on_a_pt_saves_and_loads_exactly(tmp_path):
     strip_to(tmp_path / "full", tmp_path / "stripped")
     got, original = surgeon.load(tmp_path / "stripped").state_dict(), surgeon.load(pt, allow_pickle=True).state_dict()
     assert list(got) == list(original) and all(torch.equal(got[k], original[k]) for k in got)
+
+
+def test_the_token_layout_is_time_major():
+    from surgeon.modules.layout import TokenLayout
+
+    layout = TokenLayout(0, 8, None, "time")
+    x = torch.arange(2 * 5 * 8, dtype=torch.float32).view(1, 40, 2).transpose(1, 2).reshape(2, 40, 1)
+    _, grid = layout.split(x)  # [B, F, T, d]
+    assert grid.shape == (2, 8, 5, 1)
+    assert all(grid[0, f, t, 0] == x[0, t * 8 + f, 0] for f in range(8) for t in range(5))
+    assert torch.equal(layout.merge(x[:, :0], grid), x)
+    with pytest.raises(SurgeonError, match="time-major"):
+        layout.split(torch.zeros(1, 12, 1))
+
+
+@pytest.mark.parametrize("axis, reach", [("time", lambda df, dt: df == 0 and abs(dt) <= 2),
+                                         ("frequency", lambda df, dt: dt == 0 and abs(df) <= 2)])
+def test_loaa_convolves_along_beats_time_major_grid(base, axis, reach):
+    """LoAA's 1x3 (3x1) convolutions follow time (frequency) on BEATs' time-major grid: a change of one
+    token moves its neighbours along that axis and nothing outside two patches along it."""
+    model = injected(base, "loaa", {"axis": axis, "placement": "pfeiffer", "location": "mhsa"})
+    adapter = next(m for n, m in model.named_modules() if n.endswith("surgeon_loaa"))
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    x = torch.randn(1, 6 * 8, 32, generator=g)  # 6 time steps x 8 frequency patches, time-major
+    y = x.clone()
+    t0, f0 = 3, 4
+    y[0, t0 * 8 + f0] += 1.0
+    with torch.no_grad():
+        moved = (adapter(y) - adapter(x)).abs().sum(-1)[0] > 0
+    for token in range(48):
+        t, f = divmod(token, 8)
+        if moved[token]:  # nothing moves off the axis or beyond the reach
+            assert reach(f - f0, t - t0), (t, f)
+    near = [(t0 + 1, f0), (t0 - 1, f0)] if axis == "time" else [(t0, f0 + 1), (t0, f0 - 1)]
+    assert all(moved[t * 8 + f] for t, f in near)  # the axis's own neighbours do

@@ -166,6 +166,11 @@ class BEATsConfig:
         return (2 * self.encoder_layers) ** 0.25 if self.deep_norm else 1.0
 
     @property
+    def mel_bins(self) -> int:
+        """The fbank's height (the patch grid's frequency size, for the anatomy's token_grid)."""
+        return MEL_BINS
+
+    @property
     def frequency_patches(self) -> int:
         return MEL_BINS // self.input_patch_size
 
