@@ -349,7 +349,7 @@ def _load_tensors(model, tensors: dict, source) -> None:
 
 
 # -- stripping on disk -----------------------------------------------------------------------------
-def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
+def strip_to(ref, out, *, base=None, force: bool = False, allow_pickle: bool = False) -> Path:
     """Write the model without its surgery. An adapter-only directory gives back the base it refers to
     (its files copied as they are, after checking the fingerprint); a full save is loaded, stripped and
     saved. A model with nothing to strip is refused. Each output carries a README.md card."""
@@ -379,8 +379,12 @@ def strip_to(ref, out, *, base=None, force: bool = False) -> Path:
         if not ((record or {}).get("base") or {}).get("fingerprint") and base is None:
             raise SurgeonError(f"{path}: the adapter records no fingerprint of its base model, so nothing shows that "
                                f"{base_path} is the model it was made for; name the base with --base to strip to it")
-        ckpt = Checkpoint.open(base_path)
+        ckpt = Checkpoint.open(base_path, allow_pickle=allow_pickle)
         check_fingerprint(path, record or {"base": {}}, checkpoint_fingerprint(ckpt), base_path)
+        if ckpt.format == "pickle" and Path(base_path).is_file():  # an authors' BEATs .pt: that file again
+            with atomic_output(out, force=force, inputs=[path, base_path], directory=False) as tmp:
+                shutil.copy2(base_path, tmp)
+            return Path(out)
         with atomic_output(out, force=force, inputs=[path, base_path]) as tmp:
             index = Path(base_path) / INDEX_NAME
             for f in [*ckpt.files, *([index] if index.is_file() else []), *ckpt.sibling_files()]:

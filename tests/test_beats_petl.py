@@ -201,3 +201,18 @@ def test_loaa_convolves_along_beats_time_major_grid(base, axis, reach):
             assert reach(f - f0, t - t0), (t, f)
     near = [(t0 + 1, f0), (t0 - 1, f0)] if axis == "time" else [(t0, f0 + 1), (t0, f0 - 1)]
     assert all(moved[t * 8 + f] for t, f in near)  # the axis's own neighbours do
+
+
+def test_strip_of_an_adapter_on_a_pt_gives_the_pt_back(tmp_path, cli):
+    import surgeon
+    from surgeon.api import inject, save_surgery
+    from surgeon.beats.fixtures import write_beats_checkpoint
+
+    pt = write_beats_checkpoint(tmp_path / "BEATs.pt")
+    model = surgeon.load(pt, allow_pickle=True)
+    inject(model, "bottleneck", placement="houlsby")
+    save_surgery(model, tmp_path / "adapter")
+    r = cli("strip", tmp_path / "adapter", "--out", tmp_path / "base.pt")
+    assert r.code == 2 and "--allow-pickle" in r.err and not (tmp_path / "base.pt").exists()
+    assert cli("strip", tmp_path / "adapter", "--out", tmp_path / "base.pt", "--allow-pickle").code == 0
+    assert (tmp_path / "base.pt").read_bytes() == pt.read_bytes()  # the authors' file, as it was

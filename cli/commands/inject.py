@@ -113,11 +113,13 @@ def strip(
     base: Optional[str] = typer.Option(None, "--base", help="Base model of an adapter-only directory."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    allow_pickle: bool = typer.Option(
+        False, "--allow-pickle", help="Read a pickled base (an authors' BEATs .pt, given back as that file)."),
 ):
     """Remove every injected method and write the base model."""
     from surgeon.api import strip_to
 
-    path = strip_to(model, out, base=base, force=force)
+    path = strip_to(model, out, base=base, force=force, allow_pickle=allow_pickle)
     if as_json:
         print_json({"out": str(path)})
         return
