@@ -16,7 +16,7 @@ from surgeon.io.checkpoint import Checkpoint
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 NEW = ("deit", "beit", "data2vec-vision", "dinov2", "roberta", "electra", "distilbert",
-       "wavlm", "unispeech-sat", "data2vec-audio", "whisper")
+       "wavlm", "unispeech-sat", "data2vec-audio", "whisper", "beats")
 QKV = ("q", "k", "v")
 
 
@@ -56,7 +56,7 @@ MERGES = [
     ("deit", "ast", ()), ("dinov2", "ast", ()), ("beit", "hubert", ("--no-bias",)),
     ("data2vec-vision", "wav2vec2", ("--no-bias",)),
     ("bert", "wavlm", ()), ("bert", "unispeech-sat", ()), ("vit", "data2vec-audio", ()),
-    ("roberta", "whisper", ("--no-bias",)),
+    ("roberta", "whisper", ("--no-bias",)), ("vit", "beats", ()),  # BEATs: its model directory here, .pt in test_beats_family
 ]
 
 
