@@ -23,7 +23,7 @@ def merge(
     source: str = typer.Option(..., "--source", help="Source model (text or image), or noise:source|noise:target|noise:normal."),
     target: str = typer.Option(..., "--target", help="Target model (speech or audio); its architecture is kept."),
     lam: str = typer.Option(..., "--lam", help="Interpolation factor in [0, 1]: one value, or a comma list per layer."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output model directory."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output model directory (a .pt file for an authors' BEATs .pt target)."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Target layers to merge: 12-19 or 0,3,5 (default: all)."),
     layers_from: Optional[str] = typer.Option(None, "--layers-from", help="JSON file with a `layers` list (from select-layers)."),
     layer_map: Optional[str] = typer.Option(None, "--layer-map", help="SOURCE:TARGET layer pairs, e.g. 0:0,1:2 (different layer counts)."),
