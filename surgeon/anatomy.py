@@ -609,6 +609,7 @@ FAMILIES: dict[str, Family] = {
             memory=Naming(_BEATS.layers, {**_BEATS.roles, "attn": "self_attn"}, {"ffn": ("fc1", "fc2")}),
             modality="audio",
             frontend="waveform",  # the model computes its fbank; the mask: attention_mask, 1 = audio
+            feature_settings={"normalize_waveform": False},  # BEATs scales the raw waveform itself (x 2^15)
             tiny=Tiny(None, None, {}, builder=("surgeon.beats.fixtures", "build_tiny")),
             heads=("predictor",),
             label_heads=("predictor",),

@@ -212,3 +212,10 @@ def test_save_pretrained_round_trip(tmp_path):
     assert back.label_dict == model.label_dict
     a, b = model.state_dict(), back.state_dict()
     assert all(bits(a[k]) == bits(b[k]) for k in a)
+
+
+def test_the_data_gives_beats_the_raw_waveform():
+    from surgeon.data.features import feature_spec_for
+
+    spec = feature_spec_for(beats_cfg(), "beats")
+    assert spec.kind == "waveform" and spec.normalize_waveform is False and spec.sample_rate == 16_000
