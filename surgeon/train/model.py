@@ -47,7 +47,7 @@ def model_family(recipe, offline_model: str | None = None) -> str:
 
     if m.surgery:
         return surgery_record(m.surgery)["base"]["family"]
-    return Checkpoint.open(ref).family.name
+    return Checkpoint.open(ref, allow_pickle=m.allow_pickle).family.name
 
 
 def surgery_record(folder: str) -> dict:
@@ -84,7 +84,13 @@ def load_backbone(recipe, task, offline_model: str | None = None):
         return built.build(built.tiny_record(family, task.model_class(family), overrides))
     from surgeon.hf import load_pretrained
     from surgeon.io.checkpoint import Checkpoint
+    from surgeon.io.pickle_checkpoint import is_pickle_path
+    from surgeon.refs import resolve
 
+    if resolve(m.ref).is_file() and is_pickle_path(resolve(m.ref)):  # an authors' BEATs .pt
+        from surgeon.beats.checkpoint import load_pt
+
+        return load_pt(resolve(m.ref), allow_pickle=m.allow_pickle)
     model_type = (Checkpoint.open(m.ref).config or {}).get("model_type")
     return load_pretrained(m.ref, model_class=task.model_class(family, model_type))
 
