@@ -42,6 +42,7 @@ def save_dir(model, directory: str | os.PathLike) -> Path:
     from surgeon.surgery_keys import method_of_key
 
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)  # as transformers' save_pretrained does
     state = authors_state_dict(model, surgery_ok=True)
     tensors = {k: state[k].contiguous() for k in untied(state)}
     # a full save of a surgery (surgeon.api.save_surgery(full=True)) keeps the injected modules' tensors too
