@@ -142,6 +142,11 @@ class Family:
     # regexes of keys that name one tensor (the same storage) wherever they match: BEATs lists its shared
     # relative-position table under every layer; parameters count it once
     tied: tuple[str, ...] = ()
+    # whether the family's published checkpoints are pickles (BEATs' .pt): offline, a pickle ref a recipe
+    # allows is read as this family
+    published_as_pickle: bool = False
+    # depth of the published checkpoints, for an offline stand-in of one that has no alias (BEATs iter3: 12)
+    published_layers: int | None = None
     # (module, function) loading a checkpoint of a family that transformers does not implement:
     # loader(path, model_class=None) -> model; None: transformers' from_pretrained
     loader: tuple[str, str] | None = None
@@ -623,6 +628,8 @@ FAMILIES: dict[str, Family] = {
             key_signature=(r"^patch_embedding\.weight$",),  # surgeon.beats.checkpoint.SIGNATURE; no prefix
             tied=(r"^encoder\.layers\.\d+\.self_attn\.relative_attention_bias\.weight$",),
             loader=("surgeon.beats.directory", "load_dir"),  # a BEATs model directory (config.json)
+            published_as_pickle=True,
+            published_layers=12,
             # the encoder computes the position bias and token mask for the patches before the layers
             extendable_sequence=False,
         ),

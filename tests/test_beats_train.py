@@ -77,3 +77,50 @@ def test_the_new_head_is_a_linear_over_the_mean_of_the_kept_tokens():
         for b in range(2):
             mean = out.last_hidden_state[b][kept[b]].mean(0)
             torch.testing.assert_close(out.logits[b], model.predictor(mean), atol=1e-5, rtol=1e-5)
+
+
+def test_paper_003_aec_recipes_follow_the_paper():
+    """Paper 003's AEC rows: ViT -> BEATs on ESC-50; zero-shot lam 0.1 on all layers (Table 1) and on 4-11
+    (Table 2); FT, MAM + FT, L-MAM + FT with AdamW 1e-3, 3 epochs, batch 32, over seeds 0-2 (Table 5)."""
+    from surgeon.recipes.load import load_recipe
+    from surgeon_recipes.generate import all_recipes
+
+    aec = {k: v for k, v in all_recipes().items() if k.startswith("aec-")}
+    assert sorted(aec) == ["aec-ft-esc50", "aec-lmam-ft-esc50", "aec-mam-4-11-esc50", "aec-mam-esc50",
+                           "aec-mam-ft-esc50"]
+    for name, doc in aec.items():
+        assert doc["model"]["allow_pickle"] and doc["model"]["ref"].endswith("BEATs_iter3.pt"), name
+        assert doc["train"]["lr"] == 1e-3 and doc["train"]["epochs"] == 3 and doc["train"]["batch_size"] == 32
+        assert doc["data"]["format"] == "esc50" and "Table 5" in " ".join(doc["_comment"]), name
+        assert (doc["train"].get("seeds") == [0, 1, 2]) == name.endswith("ft-esc50"), name
+        assert load_recipe(name, check_paths=False).model.allow_pickle
+    merges = {k: (v.get("merge") or {}) for k, v in aec.items()}
+    assert (merges["aec-mam-esc50"]["layers"], merges["aec-mam-esc50"]["init_lam"]) == ("all", 0.1)
+    for name in ("aec-mam-4-11-esc50", "aec-mam-ft-esc50"):
+        assert (merges[name]["layers"], merges[name]["init_lam"], merges[name]["learnable"]) == (list(range(4, 12)), 0.1, False)
+    assert merges["aec-lmam-ft-esc50"]["learnable"] and merges["aec-lmam-ft-esc50"]["source"] == "vit"
+    assert merges["aec-ft-esc50"] == {}
+    assert "7.75" in " ".join(aec["aec-lmam-ft-esc50"]["_comment"]) and "10.50" in " ".join(aec["aec-mam-4-11-esc50"]["_comment"])
+
+
+def test_learnable_mam_from_vit_fine_tunes_a_pt(tmp_path, esc50, tiny_dir, cli):
+    """L-MAM + FT on BEATs (the recipes' [merge] table): lam learnt per layer, baked into the merged model
+    at the end of the cell, which loads as a BEATs model directory."""
+    import surgeon
+    from surgeon.beats.fixtures import write_beats_checkpoint
+
+    pt = write_beats_checkpoint(tmp_path / "BEATs.pt")
+    path = recipe(tmp_path, pt, esc50, method="full")
+    path.write_text(path.read_text().replace("epochs = 3", "epochs = 1") + f"""
+[merge]
+source = "{tiny_dir('vit')}"
+learnable = true
+init_lam = 0.1
+layers = "all"
+""")
+    r = cli("train", path, "--out", tmp_path / "run")
+    assert r.code == 0, r.err
+    cell = json.loads((tmp_path / "run" / "results.json").read_text())["cells"][0]
+    assert {"lam_layer_0", "lam_layer_1"} <= set(cell["test"])
+    merged = surgeon.load(tmp_path / "run" / "checkpoints" / cell["name"] / "merged")
+    assert type(merged).__name__ == "BEATsModel" and merged.predictor.out_features == 3

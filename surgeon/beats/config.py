@@ -59,8 +59,9 @@ class BEATsConfig:
     predictor_class: int = 527
     # the cfg dict as read (None when inferred from keys): what saving writes back
     cfg: dict | None = field(default=None, repr=False, compare=False)
-    # not a setting (no annotation): the attention BEATs computes, as transformers' configs name it
-    _attn_implementation = "sdpa"
+    # not settings (no annotation): what transformers' configs also say, for code reading them
+    model_type = MODEL_TYPE
+    _attn_implementation = "sdpa"  # the attention BEATs computes
 
     # -- reading ----------------------------------------------------------------------------------
     @classmethod

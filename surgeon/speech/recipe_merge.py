@@ -84,11 +84,15 @@ def _stand_in(source: str, model) -> str:
     except SurgeonError:
         if source not in ALIASES:
             raise
-    c = model.config
+    from surgeon.anatomy import FAMILIES
+    from surgeon.hf import family_of_model
+
+    # the model's dimensions, written with the source family's config keys (BEATs' differ from ViT's)
+    dims = family_of_model(model).dims(model.config.to_dict())
+    keys = FAMILIES[ALIASES[source].family].config_keys
     out = Path(tempfile.mkdtemp(prefix="surgeon-stand-in-")) / "model"
     atexit.register(shutil.rmtree, out.parent, True)
-    save_tiny(ALIASES[source].family, out, num_hidden_layers=c.num_hidden_layers, hidden_size=c.hidden_size,
-              num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size)
+    save_tiny(ALIASES[source].family, out, **{keys[d]: v for d, v in dims.items() if isinstance(keys.get(d), str)})
     return str(out)
 
 

@@ -25,6 +25,8 @@ def stand_in_shape(ref, family: str | None = None) -> dict:
     dims = dict(STAND_IN_DIMS)
     if ref in ALIASES:
         dims["num_layers"] = ALIASES[ref].num_layers
+    elif family in FAMILIES and FAMILIES[family].published_layers:
+        dims["num_layers"] = FAMILIES[family].published_layers
     keys = FAMILIES[family].config_keys if family in FAMILIES else DEFAULT_CONFIG_KEYS
     return {keys[d]: v for d, v in dims.items() if isinstance(keys.get(d), str)}
 
@@ -41,6 +43,15 @@ def model_family(recipe, offline_model: str | None = None) -> str:
 
     if m.ref in ALIASES:
         return ALIASES[m.ref].family
+    if offline_model and m.surgery is None and m.allow_pickle:
+        from pathlib import Path
+
+        from surgeon.anatomy import FAMILIES
+        from surgeon.io.pickle_checkpoint import is_pickle_path
+
+        pickled = [name for name, fam in FAMILIES.items() if fam.published_as_pickle]
+        if is_pickle_path(Path(str(m.ref))) and len(pickled) == 1:  # BEATs' .pt: the one family published so
+            return pickled[0]
     if offline_model and m.surgery is None:
         raise SurgeonError(f"model.ref: cannot tell the family of {ref!r} offline; use an alias or a local path")
     from surgeon.io.checkpoint import Checkpoint
