@@ -11,7 +11,9 @@ Checkpoints (cached in benchmarks/.cache/, ~1.3 GB each): a bert-large-shaped so
 (24 x 1024, the paper's BERT) and a hubert-large-shaped target (HubertForCTC, 24 x 1024), plus a PEFT
 LoRA adapter (r = 16 on q, k, v, o of every layer) for the base.
 
-    python -m benchmarks.merge [--repeats 1]      (from the repository root)
+ViT -> BEATs (--case beats): a vit-base-shaped ViTModel into an iter3-shaped authors' .pt, output a .pt.
+
+    python -m benchmarks.merge [--repeats 1] [--case all|hubert|beats]      (from the repository root)
 """
 from __future__ import annotations
 
@@ -43,6 +45,27 @@ with torch.no_grad():
             b.weight.copy_(lam * a.weight + (1 - lam) * b.weight)
             b.bias.copy_(lam * a.bias + (1 - lam) * b.bias)
 t.save_pretrained(out)
+"""
+
+# ViT -> BEATs the naive way: both models in memory (transformers' ViT, the authors' .pt), q/k/v
+# interpolated in place, the .pt saved again
+NAIVE_BEATS = """
+import sys, torch
+from transformers import ViTModel
+from surgeon.anatomy import FAMILIES
+src, tgt, out, lam = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+vit, beats = FAMILIES["vit"], FAMILIES["beats"]
+s = ViTModel.from_pretrained(src).state_dict()
+ckpt = torch.load(tgt, map_location="cpu", weights_only=True)
+t = ckpt["model"]
+scheme = vit.scheme_in(s)
+with torch.no_grad():
+    for i in range(ckpt["cfg"]["encoder_layers"]):
+        for role in ("q", "k", "v"):
+            for leaf in ("weight", "bias"):
+                key = beats.key(i, role, leaf)
+                t[key] = lam * s[vit.key(i, role, leaf, scheme=scheme)] + (1 - lam) * t[key]
+torch.save(ckpt, out)
 """
 
 NAIVE_LORA = """
@@ -139,7 +162,13 @@ def report(res: dict, ours: str, naive: str, floor: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=1, help="runs of each command (medians of wall time)")
+    ap.add_argument("--case", choices=("all", "hubert", "beats"), default="all",
+                    help="bert -> hubert and the LoRA fold, ViT -> BEATs, or all")
     args = ap.parse_args()
+    if args.case in ("all", "beats"):
+        beats_case(args.repeats)
+    if args.case == "beats":
+        return
     from transformers import BertConfig, HubertConfig
 
     large = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
@@ -175,6 +204,37 @@ def main() -> None:
         "cp base": (["cp", str(bert / "model.safetensors"), str(scratch / "cp.safetensors")], scratch / "cp.safetensors"),
     }, args.repeats)
     report(res, "surgeon merge-lora", "naive (peft merge_and_unload)", "cp base")
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def beats_case(repeats: int) -> None:
+    """ViT -> BEATs (paper 003's AEC pair): a vit-base-shaped source into an iter3-shaped authors' .pt
+    (fine-tuned: 527-way predictor), written as a .pt. A pickled target is loaded whole, by surgeon too,
+    so its floor is the .pt's size in memory, not the streaming floor of a safetensors target."""
+    from transformers import ViTConfig
+
+    from surgeon.beats.fixtures import write_beats_checkpoint
+
+    vit = random_checkpoint(CACHE / "vit-base-shaped", ViTConfig(), "ViTModel", seed=2)
+    beats = CACHE / "BEATs_iter3_shaped.pt"
+    if not beats.exists():
+        write_beats_checkpoint(beats, "base", predictor_class=527, seed=3)
+    print(f"source {vit} ({sum(f.stat().st_size for f in vit.glob('*.safetensors')) / 1e9:.2f} GB), "
+          f"target {beats} ({beats.stat().st_size / 1e9:.2f} GB)")
+    scratch = CACHE / "scratch-beats"
+    scratch.mkdir(exist_ok=True)
+    warm(vit)
+    with open(beats, "rb") as fh:
+        while fh.read(1 << 24):
+            pass
+    res = compare("MAM merge (vit-base-shaped -> BEATs iter3-shaped .pt, lam 0.1)", {
+        "surgeon merge": (surgeon_cmd("merge", "--source", vit, "--target", beats, "--allow-pickle", "--lam", "0.1",
+                                      "--out", scratch / "surgeon.pt"), scratch / "surgeon.pt"),
+        "naive (load both, torch.save)": ([sys.executable, "-c", NAIVE_BEATS, str(vit), str(beats),
+                                           str(scratch / "naive.pt"), "0.1"], scratch / "naive.pt"),
+        "cp target": (["cp", str(beats), str(scratch / "cp.pt")], scratch / "cp.pt"),
+    }, repeats)
+    report(res, "surgeon merge", "naive (load both, torch.save)", "cp target")
     shutil.rmtree(scratch, ignore_errors=True)
 
 

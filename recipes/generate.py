@@ -182,6 +182,61 @@ def mam_recipe(row: str, ds: str) -> dict:
     return doc
 
 
+# Paper 003 (MAM) on audio event classification: ViT-base (ImageNet) merged into BEATs (AudioSet), both 12
+# layers of width 768; ESC-50 error (%). Table 1: lam 0.1 on all layers 11.50 (baseline 11.75); Table 2: best
+# block layers 4-11 at 0.1, 10.50; Table 5: FT AdamW 1e-3, 3 epochs, batch 32 (3 runs), rows baseline / MAM /
+# FT / MAM + FT / L-MAM + FT: 11.75 / 10.50 / 9.50 / 7.75 / 7.75.
+AEC_TABLE = "11.75 / 10.50 / 9.50 / 7.75 / 7.75"
+AEC_ROWS = {  # name -> (title, paper source, merge: None / (layers, lam) / "learnable", fine-tuned)
+    "mam": ("MAM (zero-shot): ViT attention merged into BEATs on all layers at lam 0.1",
+            "Table 1 (lam 0.1, all layers): 11.50% error; baseline 11.75%", ("all", 0.1), False),
+    "mam-4-11": ("MAM (zero-shot): ViT attention merged into BEATs on layers 4-11 at lam 0.1",
+                 "Table 2 (layers 4-11, lam 0.1): 10.50% error, the best zero-shot merge", (list(range(4, 12)), 0.1),
+                 False),
+    "ft": ("FT: BEATs fine-tuned on ESC-50 alone", "Table 5, FT row: 9.50% error", None, True),
+    "mam-ft": ("MAM + FT: the best static merge (layers 4-11 at 0.1), then fine-tuning",
+               "Table 5, MAM + FT row: 7.75% error", (list(range(4, 12)), 0.1), True),
+    "lmam-ft": ("L-MAM + FT: lam learnt per layer together with the weights (eq. 3)",
+                "Table 5, L-MAM + FT row: 7.75% error (18.42% relative to FT)", "learnable", True),
+}
+BEATS_REF = "${SURGEON_DATA}/BEATs/BEATs_iter3.pt"  # the authors' file (not on the Hub): put it there
+
+
+def aec_recipe(row: str) -> dict:
+    title, source, merge, fine_tuned = AEC_ROWS[row]
+    name = f"aec-{row}-esc50"
+    comment = [f'Paper 003 (MAM) on ESC-50, row "{title}".', f"{source}.",
+               f"Table 5 error (%) on ESC-50, rows baseline / MAM / FT / MAM + FT / L-MAM + FT: {AEC_TABLE}", ""]
+    if fine_tuned:
+        comment += [f"  surgeon train recipes/{name}.toml", "",
+                    f"One cell per seed ({', '.join(map(str, MAM_SEEDS))}): the paper averages the fine-tuning rows "
+                    "over 3 runs."]
+    else:
+        layers = "" if merge[0] == "all" else " --layers 4-11"
+        comment += ["Zero-shot: nothing is trained. Merge, then evaluate the merged model (the paper evaluates",
+                    "BEATs with a classifier for ESC-50's classes; it does not say how that head was made):",
+                    f"  surgeon merge --source vit --target BEATs_iter3.pt --allow-pickle --lam {merge[1]}{layers} "
+                    f"--out beats-{row}.pt",
+                    "The [merge] table below records the merge; `surgeon train` on this recipe would fine-tune,",
+                    "which is the MAM + FT row instead."]
+    comment += ["", "Set-up from the paper: BEATs (AudioSet) and ViT-base (ImageNet, google/vit-base-patch16-224),",
+                "12 layers of width 768; AdamW, learning rate 1e-3, 3 epochs, batch size 32; a new Linear head",
+                "over the mean of the kept tokens, softmax cross-entropy. BEATs' files are pickles: allow_pickle.",
+                f"model.ref: {BEATS_REF} (--set model.ref=PATH for another place or iter)."]
+    train = {"epochs": 3, "batch_size": 32, "lr": 1e-3}
+    if fine_tuned:
+        train["seeds"] = list(MAM_SEEDS)
+    doc = {"_comment": comment, "model": {"ref": BEATS_REF, "task": "classification", "allow_pickle": True},
+           "method": {"name": "full"}}
+    if merge == "learnable":
+        doc["merge"] = {"source": "vit", "learnable": True, "init_lam": 0.1, "layers": "all"}
+    elif merge is not None:
+        doc["merge"] = {"source": "vit", "learnable": False, "init_lam": merge[1], "layers": merge[0]}
+    doc["data"] = data_table("esc50", waveform=True, max_seconds=5.0)
+    doc["train"] = train
+    return doc
+
+
 def data_table(ds: str, **changes) -> dict:
     d = DATASETS[ds]
     table = {"format": d["format"], "root": d["root"]}
@@ -250,6 +305,8 @@ def all_recipes() -> dict[str, dict]:
     for ds in MAM_DATA:
         for row in MAM_ROWS:
             out[f"mam-{row}-{ds}"] = mam_recipe(row, ds)
+    for row in AEC_ROWS:
+        out[f"aec-{row}-esc50"] = aec_recipe(row)
     return out
 
 

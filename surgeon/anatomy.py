@@ -111,8 +111,10 @@ class Family:
     num_special_tokens: int = 0
     # the patch grid, as config keys (size, patch, stride) for the "frequency" (height) and "time" (width)
     # axes: grid = (size - patch) // stride + 1; a size given as a pair holds (height, width);
-    # None for models without a 2-D patch grid
-    token_grid: tuple[tuple[str, str, str], tuple[str, str, str]] | None = None
+    # None for models without a 2-D patch grid; a time axis of None follows the input's length (BEATs)
+    token_grid: tuple[tuple[str, str, str], tuple[str, str, str] | None] | None = None
+    # how the grid is flattened into tokens: "frequency"-major (AST, ViT-likes) or "time"-major (BEATs)
+    token_order: str = "frequency"
     # (patch projection conv, position-embedding table) under the base model, for re-patching and
     # resizing; None when the positions are no fixed table (BEiT's are relative, DINOv2 interpolates
     # its table to every input)
@@ -137,6 +139,14 @@ class Family:
     # whether tokens can be added to the sequence (prompts): not with a relative position bias sized
     # for the patch grid (BEiT)
     extendable_sequence: bool = True
+    # regexes of keys that name one tensor (the same storage) wherever they match: BEATs lists its shared
+    # relative-position table under every layer; parameters count it once
+    tied: tuple[str, ...] = ()
+    # whether the family's published checkpoints are pickles (BEATs' .pt): offline, a pickle ref a recipe
+    # allows is read as this family
+    published_as_pickle: bool = False
+    # depth of the published checkpoints, for an offline stand-in of one that has no alias (BEATs iter3: 12)
+    published_layers: int | None = None
     # (module, function) loading a checkpoint of a family that transformers does not implement:
     # loader(path, model_class=None) -> model; None: transformers' from_pretrained
     loader: tuple[str, str] | None = None
@@ -173,6 +183,17 @@ class Family:
             except (KeyError, TypeError, ValueError):
                 out[name] = None
         return out
+
+    def tied_repeats(self, keys: Iterable[str]) -> set[str]:
+        """The keys that repeat a tied tensor already listed under an earlier key (layer 0's table)."""
+        seen, repeats = set(), set()
+        for k in keys:
+            rx = next((rx for rx in self.tied if re.search(rx, k)), None)
+            if rx in seen:
+                repeats.add(k)
+            elif rx is not None:
+                seen.add(rx)
+        return repeats
 
     def final_norms(self) -> tuple[str, ...]:
         if self.final_norm is None:
@@ -343,6 +364,11 @@ _DISTILBERT = Naming("transformer.layer", {
     "ffn_in": "ffn.lin1", "ffn_out": "ffn.lin2", "attn_norm": "sa_layer_norm", "ffn_norm": "output_layer_norm"})
 # Whisper: the encoder's layers only; FFN is fc1 -> act -> fc2 straight on the layer (a span in memory)
 _WHISPER = Naming("encoder.layers", {
+    "q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj",
+    "ffn_in": "fc1", "ffn_out": "fc2", "attn_norm": "self_attn_layer_norm", "ffn_norm": "final_layer_norm"})
+# BEATs (the authors' own module names, the same on disk and in memory): Whisper's layer layout under
+# encoder.layers; the relative-position table under every layer is one tensor (`tied`)
+_BEATS = Naming("encoder.layers", {
     "q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj",
     "ffn_in": "fc1", "ffn_out": "fc2", "attn_norm": "self_attn_layer_norm", "ffn_norm": "final_layer_norm"})
 _IMAGE_GRID = (("image_size", "patch_size", "patch_size"), ("image_size", "patch_size", "patch_size"))
@@ -581,6 +607,35 @@ FAMILIES: dict[str, Family] = {
         _speech_encoder("data2vec-audio", "data2vec-audio", "data2vec_audio", "Data2VecAudio",
                         signature=(r"(^|\.)encoder\.pos_conv_embed\.layers\.0\.conv\.weight$",),
                         norm_position="post", padding_mask=True),
+        # not in transformers: surgeon's own model (surgeon/beats), read from the authors' .pt files
+        Family(
+            name="beats",
+            model_types=("beats",),
+            base_prefix="beats",  # no task wrapper: the BEATs model is its own base
+            disk=_BEATS,
+            # the FFN is fc1 -> act -> fc2 on the layer, as Whisper's: a span
+            memory=Naming(_BEATS.layers, {**_BEATS.roles, "attn": "self_attn"}, {"ffn": ("fc1", "fc2")}),
+            modality="audio",
+            frontend="waveform",  # the model computes its fbank; the mask: attention_mask, 1 = audio
+            feature_settings={"normalize_waveform": False},  # BEATs scales the raw waveform itself (x 2^15)
+            tiny=Tiny(None, None, {}, builder=("surgeon.beats.fixtures", "build_tiny")),
+            heads=("predictor",),
+            label_heads=("predictor",),
+            # 128 mel bins / 16 = 8 frequency patches; time follows the input; tokens time-major
+            token_grid=(("mel_bins", "input_patch_size", "input_patch_size"), None),
+            token_order="time",
+            config_keys={"num_layers": "encoder_layers", "hidden_size": "encoder_embed_dim",
+                         "num_heads": "encoder_attention_heads", "intermediate_size": "encoder_ffn_embed_dim"},
+            norm_position="layer_norm_first",  # false in every published checkpoint: post-LN
+            padding_mask=True,
+            key_signature=(r"^patch_embedding\.weight$",),  # surgeon.beats.checkpoint.SIGNATURE; no prefix
+            tied=(r"^encoder\.layers\.\d+\.self_attn\.relative_attention_bias\.weight$",),
+            loader=("surgeon.beats.directory", "load_dir"),  # a BEATs model directory (config.json)
+            published_as_pickle=True,
+            published_layers=12,
+            # the encoder computes the position bias and token mask for the patches before the layers
+            extendable_sequence=False,
+        ),
         Family(
             name="whisper",
             model_types=("whisper",),

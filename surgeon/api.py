@@ -57,7 +57,7 @@ def _repatched_without_undo(target, st) -> bool:
         return False
     original = st.get("config") or {}
     return any(original.get(keys[2]) not in (None, getattr(target.config, keys[2]))
-               for keys in target.family.token_grid)
+               for keys in target.family.token_grid if keys is not None)
 
 
 def surgery(model) -> dict | None:
@@ -278,7 +278,7 @@ def load(ref, *, base=None, allow_pickle: bool = False):
             check_fingerprint(path, record, model_fingerprint(model), "the rebuilt base")
         else:
             base_path = base_reference(path, record, base)
-            model = _load_base(base_path, record)
+            model = _load_base(base_path, record, allow_pickle)
             check_fingerprint(path, record, model_fingerprint(model), base_path)
         tensors = Checkpoint.open(path / ADAPTER_NAME).state_dict()
         info = {**record["base"], "path": str(Path(base_path).resolve()) if base_path else None}
@@ -304,12 +304,18 @@ def _memory_name(ckpt, key: str) -> str:
     return ckpt.family.translate(key, ckpt.scheme, "memory")
 
 
-def _load_base(base_path: Path, record: dict):
+def _load_base(base_path: Path, record: dict, allow_pickle: bool = False):
     """The base model, with the config the surgery was made on (e.g. a new number of labels)."""
     import transformers
 
     from surgeon.hf import load_pretrained, quiet_transformers
     from surgeon.io.checkpoint import Checkpoint
+    from surgeon.io.pickle_checkpoint import is_pickle_path
+
+    if Path(base_path).is_file() and is_pickle_path(Path(base_path)):  # an authors' BEATs .pt
+        from surgeon.beats.checkpoint import load_pt
+
+        return load_pt(base_path, allow_pickle=allow_pickle)
 
     arch = record["base"].get("architecture")
     cls = getattr(transformers, arch, None) if arch else None
@@ -358,7 +364,7 @@ def _load_tensors(model, tensors: dict, source) -> None:
 
 # -- stripping on disk -----------------------------------------------------------------------------
 def strip_to(ref, out, *, base=None, force: bool = False, shard_size: int | None = None,
-             dtype: str | None = None) -> Path:
+             dtype: str | None = None, allow_pickle: bool = False) -> Path:
     """Write the model without its surgery. An adapter-only directory gives back the base it refers to
     (its files copied as they are, after checking the fingerprint, unless a shard size or dtype asks
     for them written anew); a full save is loaded, stripped and saved. A model with nothing to strip is
@@ -389,8 +395,12 @@ def strip_to(ref, out, *, base=None, force: bool = False, shard_size: int | None
         if not ((record or {}).get("base") or {}).get("fingerprint") and base is None:
             raise SurgeonError(f"{path}: the adapter records no fingerprint of its base model, so nothing shows that "
                                f"{base_path} is the model it was made for; name the base with --base to strip to it")
-        ckpt = Checkpoint.open(base_path)
+        ckpt = Checkpoint.open(base_path, allow_pickle=allow_pickle)
         check_fingerprint(path, record or {"base": {}}, checkpoint_fingerprint(ckpt), base_path)
+        if ckpt.format == "pickle" and Path(base_path).is_file():  # an authors' BEATs .pt: that file again
+            with atomic_output(out, force=force, inputs=[path, base_path], directory=False) as tmp:
+                shutil.copy2(base_path, tmp)
+            return Path(out)
         with atomic_output(out, force=force, inputs=[path, base_path]) as tmp:
             index = Path(base_path) / INDEX_NAME
             weights = {*ckpt.files, index}

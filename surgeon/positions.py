@@ -26,7 +26,9 @@ def patch_axes(family, config) -> list[tuple[int, int, int]]:
     if family.token_grid is None:
         raise SurgeonError(
             f"{family.name}: this model has no 2-D patch grid (only patch models such as ast, vit, deit or beit have one)")
-    return [tuple(int(_pick(getattr(config, key), axis)) for key in keys) for axis, keys in enumerate(family.token_grid)]
+    # an axis without keys (BEATs' time) follows the input: None
+    return [None if keys is None else tuple(int(_pick(getattr(config, key), axis)) for key in keys)
+            for axis, keys in enumerate(family.token_grid)]
 
 
 def grid_of(axes, height: int | None = None, width: int | None = None) -> tuple[int, int]:

@@ -68,10 +68,13 @@ def summarize(ckpt: Checkpoint) -> dict:
     dtypes: dict[str, int] = defaultdict(int)
     dtype_bytes: dict[str, int] = defaultdict(int)
     dtype_tensors: dict[str, int] = defaultdict(int)
-    for t in ckpt.tensors.values():
+    tied = ckpt.tied_repeats if family else set()
+    for k, t in ckpt.tensors.items():
+        dtype_tensors[t.dtype] += 1
+        if k in tied:  # one tensor under several keys (BEATs' table): its elements count once
+            continue
         dtypes[t.dtype] += t.numel
         dtype_bytes[t.dtype] += t.nbytes
-        dtype_tensors[t.dtype] += 1
     files = ckpt.files
     file_size = sum(f.stat().st_size for f in files)
     if ckpt.format == "safetensors-sharded":
@@ -93,6 +96,7 @@ def summarize(ckpt: Checkpoint) -> dict:
         "intermediate_size": dims.get("intermediate_size"),
         "num_parameters": ckpt.num_parameters,
         "num_tensors": len(ckpt.tensors),
+        "tied_keys": len(tied),  # keys repeating a tensor listed under another key (not counted again)
         "dtypes": dict(dtypes),
         "dtype_bytes": dict(dtype_bytes),
         "dtype_tensors": dict(dtype_tensors),

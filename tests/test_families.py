@@ -16,7 +16,7 @@ from surgeon.io.checkpoint import Checkpoint
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 NEW = ("deit", "beit", "data2vec-vision", "dinov2", "roberta", "electra", "distilbert",
-       "wavlm", "unispeech-sat", "data2vec-audio", "whisper")
+       "wavlm", "unispeech-sat", "data2vec-audio", "whisper", "beats")
 QKV = ("q", "k", "v")
 
 
@@ -56,7 +56,7 @@ MERGES = [
     ("deit", "ast", ()), ("dinov2", "ast", ()), ("beit", "hubert", ("--no-bias",)),
     ("data2vec-vision", "wav2vec2", ("--no-bias",)),
     ("bert", "wavlm", ()), ("bert", "unispeech-sat", ()), ("vit", "data2vec-audio", ()),
-    ("roberta", "whisper", ("--no-bias",)),
+    ("roberta", "whisper", ("--no-bias",)), ("vit", "beats", ()),  # BEATs: its model directory here, .pt in test_beats_family
 ]
 
 
@@ -166,7 +166,11 @@ def test_an_unreadable_layout_names_the_model_type_and_the_families(tmp_path, cl
 # -- the records against transformers --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+# families transformers does not implement: surgeon's own model (a tiny builder), checked in their own tests
+NATIVE = tuple(name for name, fam in FAMILIES.items() if fam.tiny.builder is not None)
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in NATIVE])
 def test_records_name_real_transformers_classes(family):
     import transformers
 
@@ -189,7 +193,8 @@ def test_records_name_real_transformers_classes(family):
 def test_every_family_has_an_alias_and_every_alias_a_family():
     from surgeon.refs import ALIASES
 
-    assert {a.family for a in ALIASES.values()} == set(FAMILIES)
+    # BEATs' checkpoints are not on the Hub (the authors publish .pt files elsewhere): no alias
+    assert {a.family for a in ALIASES.values()} == set(FAMILIES) - set(NATIVE)
 
 
 def test_models_lists_the_new_aliases(cli):

@@ -122,13 +122,16 @@ def strip(
     dtype: Optional[str] = option("dtype"),
     as_json: bool = option("json", False),
     force: bool = option("force", False),
+    allow_pickle: bool = option(
+        "allow_pickle", False, more="A pickled base (an authors' BEATs .pt) is given back as that file."),
 ):
     """Remove every injected method and write the base model."""
     from surgeon.api import strip_to
 
     from surgeon_cli.options import check_dtype, parse_size
 
-    path = strip_to(model, out, base=base, force=force, shard_size=parse_size(shard_size), dtype=check_dtype(dtype))
+    path = strip_to(model, out, base=base, force=force, shard_size=parse_size(shard_size), dtype=check_dtype(dtype),
+                    allow_pickle=allow_pickle)
     if as_json:
         print_json({"out": str(path)})
         return

@@ -55,7 +55,8 @@ def _render(doc: dict, show_tensors: bool) -> None:
         ("layers", str(doc["num_layers"])),
         ("hidden / heads / ffn", f"{doc['hidden_size']} / {doc['num_heads'] or '-'} / {doc['intermediate_size']}"),
         ("parameters", f"{doc['num_parameters']:,} ({human_count(doc['num_parameters'])})"),
-        ("tensors", f"{doc['num_tensors']:,}, {human_bytes(doc['size_bytes'])} of data, "
+        ("tensors", f"{doc['num_tensors']:,}" + (f" ({doc['tied_keys']} repeat a shared tensor)" if doc["tied_keys"]
+                                                  else "") + f", {human_bytes(doc['size_bytes'])} of data, "
                     f"{human_bytes(doc['file_size_bytes'])} on disk"),
     ]
     for dtype, n in doc["dtypes"].items():

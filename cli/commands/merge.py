@@ -23,7 +23,7 @@ def merge(
     source: str = typer.Option(..., "--source", help="Source model (text or image), or noise:source|noise:target|noise:normal."),
     target: str = typer.Option(..., "--target", help="Target model (speech or audio); its architecture is kept."),
     lam: str = typer.Option(..., "--lam", help="Interpolation factor in [0, 1]: one value, or a comma list per layer."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output model directory."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output model directory (a .pt file for an authors' BEATs .pt target)."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Target layers to merge: 12-19 or 0,3,5 (default: all)."),
     layers_from: Optional[str] = typer.Option(None, "--layers-from", help="JSON file with a `layers` list (from select-layers)."),
     layer_map: Optional[str] = typer.Option(None, "--layer-map", help="SOURCE:TARGET layer pairs, e.g. 0:0,1:2 (different layer counts)."),
@@ -35,6 +35,7 @@ def merge(
     as_json: bool = typer.Option(False, "--json", help="Print the plan or the result as JSON."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read pickled checkpoints (torch.load weights_only=True)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="pt (an authors' BEATs .pt target's layout: its default) or safetensors (a model directory)."),
 ):
     """Multimodal Attention Merging: W = lam * W_source + (1 - lam) * W_target on q, k, v (paper 003)."""
     from surgeon.errors import SurgeonError
@@ -46,14 +47,21 @@ def merge(
     tgt = Checkpoint.open(target, allow_pickle=allow_pickle)
     src = open_source(source, tgt, noise_from, allow_pickle)
     plan = build_plan(tgt, src, lam, layers, layers_from, layer_map, bias, dtype, seed)
+    from surgeon.beats.merge_output import output_format, run_beats_merge
+
+    fmt = output_format(tgt, fmt)
     doc = plan.describe()
     if dry_run:
         print_json(doc) if as_json else _render_plan(doc)
         return
     from surgeon.merging.mam import run_merge
 
-    path = run_merge(plan, out, force=force)
-    _write_card(path, "merge_card", doc)
+    if tgt.extras is not None:  # an authors' BEATs .pt: their layout again, or a BEATs model directory
+        path = run_beats_merge(plan, out, fmt, force=force)
+    else:
+        path = run_merge(plan, out, force=force)
+    if path.is_dir():
+        _write_card(path, "merge_card", doc)
     if as_json:
         print_json({"out": str(path), **doc})
     else:

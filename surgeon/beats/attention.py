@@ -36,6 +36,10 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int, 
 
 
 class SelfAttention(nn.Module):
+    # prefix tuning (surgeon.methods.prefix) adds a `surgeon_prefix` module of key and value tokens, read
+    # in forward: they go in front of the projected keys and values, with no position bias and never masked
+    takes_prefix = True
+
     def __init__(self, config: BEATsConfig, relative_attention_bias: nn.Embedding | None = None):
         super().__init__()
         d, heads = config.encoder_embed_dim, config.encoder_attention_heads
@@ -88,6 +92,15 @@ class SelfAttention(nn.Module):
             keys = torch.zeros(b, 1, 1, t, dtype=q.dtype, device=q.device)
             keys = keys.masked_fill(padding_mask[:, None, None, :], float("-inf"))
             bias = keys if bias is None else bias + keys
+        prefix = getattr(self, "surgeon_prefix", None)
+        if prefix is not None:
+            n = prefix.key.shape[0]
+
+            def tokens(x):
+                return x.to(k.dtype).view(1, n, self.num_heads, self.head_dim).transpose(1, 2).expand(b, -1, -1, -1)
+
+            k, v = torch.cat([tokens(prefix.key), k], dim=2), torch.cat([tokens(prefix.value), v], dim=2)
+            bias = None if bias is None else F.pad(bias, (n, 0))  # prefix keys: bias 0, never padding
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                              dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, d))

@@ -46,6 +46,21 @@ def is_beats_content(obj) -> bool:
     return is_beats_state(obj.get(MODEL) if isinstance(obj, dict) else None) or is_beats_state(obj)
 
 
+def authors_extras(obj) -> dict | None:
+    """What a reader taking the state dict itself needs besides it: {cfg[, label_dict]} of an authors'
+    {cfg, model[, label_dict]}; for a bare BEATs state dict, the cfg its shapes tell and bare=True (a
+    file written back stays bare); None for anything else."""
+    if isinstance(obj, dict) and is_beats_state(obj.get(MODEL)):
+        return {k: obj[k] for k in (CFG, LABELS) if isinstance(obj.get(k), dict)}
+    if is_beats_state(obj):
+        try:
+            shapes = {k: tuple(v.shape) for k, v in obj.items()}
+            return {CFG: BEATsConfig.infer(shapes).settings(), "bare": True}
+        except (SurgeonError, AttributeError):
+            return None
+    return None
+
+
 # -- reading ----------------------------------------------------------------------------------------
 def read_pt(path: str | os.PathLike, *, allow_pickle: bool = False) -> BEATsCheckpoint:
     from surgeon.io.pickle_checkpoint import load_pickle, refuse
@@ -148,21 +163,26 @@ def build(ckpt: BEATsCheckpoint):
 
 def load_pt(path: str | os.PathLike, *, allow_pickle: bool = False):
     """A BEATsModel from an authors' .pt checkpoint; refused unless allow_pickle."""
-    return build(read_pt(path, allow_pickle=allow_pickle))
+    model = build(read_pt(path, allow_pickle=allow_pickle))
+    model.config._name_or_path = str(path)  # where it came from, as transformers' configs say: a surgery's base
+    return model
 
 
 # -- writing ----------------------------------------------------------------------------------------
-def authors_state_dict(model) -> dict:
+def authors_state_dict(model, *, surgery_ok: bool = False) -> dict:
     """The model's state dict in the authors' layout, on the CPU, shared tensors still shared; refuses
-    tensors that layout has no place for (injected modules) and shapes its cfg does not give."""
+    tensors that layout has no place for (injected modules, unless surgery_ok: then left out) and shapes
+    its cfg does not give."""
+    from surgeon.surgery_keys import method_of_key
+
     sd = model.state_dict()
     config = BEATsConfig.from_cfg(model.config.to_cfg(), source="the model's cfg")
     want = expected_shapes(config)
-    extra = [k for k in sd if k not in want]
+    extra = [k for k in sd if k not in want and not (surgery_ok and method_of_key(k))]
     if extra:
         raise SurgeonError(f"the model carries {len(extra)} tensors the authors' layout has no place for "
                            f"(first: {extra[0]}); strip the surgery before saving a .pt")
-    check_state(sd, config, "the model")
+    check_state({k: v for k, v in sd.items() if k in want}, config, "the model")
     moved: dict = {}
 
     def on_cpu(t):

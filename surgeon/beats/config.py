@@ -59,6 +59,9 @@ class BEATsConfig:
     predictor_class: int = 527
     # the cfg dict as read (None when inferred from keys): what saving writes back
     cfg: dict | None = field(default=None, repr=False, compare=False)
+    # not settings (no annotation): what transformers' configs also say, for code reading them
+    model_type = MODEL_TYPE
+    _attn_implementation = "sdpa"  # the attention BEATs computes
 
     # -- reading ----------------------------------------------------------------------------------
     @classmethod
@@ -164,6 +167,11 @@ class BEATsConfig:
     def deep_norm_alpha(self) -> float:
         """The residual's weight in x = LN(alpha x + f(x)): (2 N)^(1/4) under deep norm, else 1."""
         return (2 * self.encoder_layers) ** 0.25 if self.deep_norm else 1.0
+
+    @property
+    def mel_bins(self) -> int:
+        """The fbank's height (the patch grid's frequency size, for the anatomy's token_grid)."""
+        return MEL_BINS
 
     @property
     def frequency_patches(self) -> int:

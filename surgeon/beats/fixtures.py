@@ -108,6 +108,18 @@ def beats_state_dict(cfg: dict, seed: int = 0, device=None) -> dict:
     return state
 
 
+def build_tiny(model_class=None, *, shape: str = "small", predictor_class: int | None = None, seed: int = 0,
+               **overrides):
+    """A BEATsModel of the fixtures' random weights (the anatomy's tiny builder; model_class is ignored:
+    BEATs has one model class, with a predictor when predictor_class is given)."""
+    from surgeon.beats.checkpoint import BEATsCheckpoint, build
+    from surgeon.beats.config import BEATsConfig
+
+    cfg = beats_cfg(shape, predictor_class, **overrides)
+    labels = None if predictor_class is None else {i: f"/m/fixture{i:04d}" for i in range(predictor_class)}
+    return build(BEATsCheckpoint(Path("tiny"), BEATsConfig.from_cfg(cfg), beats_state_dict(cfg, seed), labels))
+
+
 def write_beats_checkpoint(out: str | os.PathLike, shape: str = "small", predictor_class: int | None = None, *,
                            seed: int = 0, with_cfg: bool = True, force: bool = False, **overrides) -> Path:
     """Write {cfg, model[, label_dict]} with torch.save, atomically (a bare state dict without with_cfg)."""

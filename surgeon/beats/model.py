@@ -199,6 +199,28 @@ class BEATsModel(nn.Module):
         self.layer_norm = nn.LayerNorm(e)
         self.predictor = nn.Linear(d, config.predictor_class) if config.finetuned_model else None
 
+    def add_label_head(self, num_classes: int) -> None:
+        """A new predictor for `num_classes` (a training task's head, ESC-50's say): a Linear on every token,
+        averaged over the kept ones, i.e. a Linear over the mean of the kept tokens; the cfg then describes a
+        fine-tuned model of that many classes (saved as such), without the AudioSet label_dict."""
+        ref = self.patch_embedding.weight
+        self.predictor = nn.Linear(self.config.encoder_embed_dim, num_classes).to(ref.device, ref.dtype)
+        self.config.finetuned_model = True
+        self.config.predictor_class = num_classes
+        self.label_dict = None
+
+    def set_attn_implementation(self, kind: str) -> None:
+        """transformers' switch: BEATs has one attention, torch's scaled_dot_product_attention."""
+        if kind != "sdpa":
+            raise ValueError(f"BEATs computes its attention with scaled_dot_product_attention only, not {kind!r}")
+
+    def save_pretrained(self, directory):
+        """A BEATs model directory (config.json + model.safetensors, the table once): surgeon/beats/directory.py.
+        The authors' .pt: surgeon.beats.save_pt."""
+        from surgeon.beats.directory import save_dir
+
+        return save_dir(self, directory)
+
     # -- steps --------------------------------------------------------------------------------------
     def fbank(self, waveform):
         """[batch, samples] -> [batch, frames, 128] normalised fbank."""

@@ -16,7 +16,7 @@ from typing import Iterator
 
 from surgeon.anatomy import Family, detect_family
 from surgeon.errors import SurgeonError
-from surgeon.io.pickle_checkpoint import PICKLE_SUFFIXES, is_pickle_path, load_pickle_state_dict, refuse
+from surgeon.io.pickle_checkpoint import PICKLE_SUFFIXES, is_pickle_path, load_pickle, load_pickle_state_dict, refuse
 from surgeon.io.safetensors_header import TensorInfo, read_header
 from surgeon.io.writer import INDEX_NAME, WEIGHTS_NAME, st_dtype, torch_dtype
 
@@ -68,6 +68,8 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)
     config: dict | None = None
     _loaded: dict | None = None  # pickle checkpoints are held in memory
+    # what an authors' .pt holds besides the state dict ({"cfg": ..., "label_dict": ...}); None for others
+    extras: dict | None = None
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
@@ -104,12 +106,19 @@ class Checkpoint:
         if is_pickle_path(file):
             if not allow_pickle:
                 raise refuse(file)
-            state = load_pickle_state_dict(file)
+            from surgeon.beats.checkpoint import authors_extras
+
+            obj = load_pickle(file)
+            state = load_pickle_state_dict(file, obj)
+            # an authors' BEATs file has no config.json: its cfg is the config, its label_dict kept
+            extras = authors_extras(obj)
+            if config is None and extras:
+                config = extras.get("cfg")
             infos = {
                 k: TensorInfo(k, st_dtype(t.dtype), tuple(t.shape), file, 0, t.numel() * t.element_size())
                 for k, t in state.items()
             }
-            return cls(shown or file, "pickle", [file], infos, {}, config, state)
+            return cls(shown or file, "pickle", [file], infos, {}, config, state, extras)
         if not file.is_file():
             raise SurgeonError(f"{file}: not a file")
         header = read_header(file)
@@ -205,13 +214,21 @@ class Checkpoint:
     def role_key(self, layer: int, role: str, leaf: str = "weight") -> str:
         return self.family.key(layer, role, leaf, scheme=self.scheme, prefix=self.prefix)
 
+    @cached_property
+    def tied_repeats(self) -> set[str]:
+        """Keys naming a tensor already listed under another key (Family.tied: BEATs' shared table)."""
+        try:
+            return self.family.tied_repeats(self.tensors)
+        except SurgeonError:  # an unknown family ties nothing
+            return set()
+
     @property
     def num_parameters(self) -> int:
-        return sum(t.numel for t in self.tensors.values() if t.is_float)
+        return sum(t.numel for k, t in self.tensors.items() if t.is_float and k not in self.tied_repeats)
 
     @property
     def size_bytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors.values())
+        return sum(t.nbytes for k, t in self.tensors.items() if k not in self.tied_repeats)
 
     # -- tensors --------------------------------------------------------------------------------
     def keys(self):

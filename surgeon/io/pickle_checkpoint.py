@@ -35,11 +35,12 @@ def load_pickle(path: Path):
         raise SurgeonError(f"{path}: not a loadable weights-only checkpoint ({first})") from None
 
 
-def load_pickle_state_dict(path: Path) -> dict:
-    """Load a pickled state dict safely (weights_only=True); nested {'state_dict': ...} is unwrapped."""
+def load_pickle_state_dict(path: Path, obj=None) -> dict:
+    """Load a pickled state dict safely (weights_only=True); nested {'state_dict': ...} is unwrapped.
+    `obj`: what the pickle holds, when it is already loaded."""
     import torch
 
-    obj = load_pickle(path)
+    obj = load_pickle(path) if obj is None else obj
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]

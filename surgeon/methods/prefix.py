@@ -95,6 +95,11 @@ class PrefixMethod(Method):
         _register()
         for i in range(target.num_layers):
             attn = target.module(i, "attn")
+            if getattr(attn, "takes_prefix", False):  # surgeon's own attention (BEATs) reads the tokens itself
+                ref = next(attn.parameters())
+                tokens = PrefixTokens(opts["num_tokens"] // 2, target.hidden_size, "native")
+                attn.add_module(self.attr, tokens.to(device=ref.device, dtype=ref.dtype))
+                continue
             config = getattr(attn, "config", None)
             if config is None:
                 raise SurgeonError(f"prefix: {type(attn).__name__} has no attention-implementation switch")

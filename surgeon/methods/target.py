@@ -109,7 +109,9 @@ class Target:
             from transformers import MODEL_MAPPING
 
             return isinstance(self.model, MODEL_MAPPING[type(self.config)])
-        except (ImportError, KeyError):
+        except KeyError:  # a model surgeon implements (BEATs): bare when it holds none of the family's heads
+            return not any(getattr(self.model, h, None) is not None for h in self.family.heads)
+        except ImportError:
             return True
 
     def is_head(self, name: str) -> bool:
@@ -138,14 +140,15 @@ class Target:
 
         return patch_axes(self.family, self.config)
 
-    def grid_shape(self) -> tuple[int, int]:
-        return tuple((size - patch) // stride + 1 for size, patch, stride in self.grid_axes())
+    def grid_shape(self) -> tuple[int, int | None]:
+        """(frequency, time) patches; None for an axis that follows the input (BEATs' time)."""
+        return tuple(None if axis is None else (axis[0] - axis[1]) // axis[2] + 1 for axis in self.grid_axes())
 
     def overlapping(self) -> bool:
-        return any(stride < patch for _, patch, stride in self.grid_axes())
+        return any(axis is not None and axis[2] < axis[1] for axis in self.grid_axes())
 
     def layout(self):
         from surgeon.modules.layout import TokenLayout
 
         freq, time = self.grid_shape()
-        return TokenLayout(self.family.num_special_tokens, freq, time)
+        return TokenLayout(self.family.num_special_tokens, freq, time, self.family.token_order)

@@ -19,33 +19,52 @@ from torch import nn
 from surgeon.errors import SurgeonError
 
 
+ORDERS = ("frequency", "time")  # frequency-major (AST, ViT: token f * T + t) or time-major (BEATs: t * F + f)
+
+
 @dataclass(frozen=True)
 class TokenLayout:
     num_special: int
     freq: int
-    time: int
+    time: int | None  # None: as many time steps as the sequence holds (BEATs: no fixed input length)
+    order: str = "frequency"
 
     def __post_init__(self):
-        if self.num_special < 0 or self.freq < 1 or self.time < 1:
+        if self.num_special < 0 or self.freq < 1 or (self.time is not None and self.time < 1) \
+                or self.order not in ORDERS:
             raise SurgeonError(f"token layout: impossible grid {self}")
 
     @property
-    def num_tokens(self) -> int:
-        return self.num_special + self.freq * self.time
+    def num_tokens(self) -> int | None:
+        return None if self.time is None else self.num_special + self.freq * self.time
+
+    def _time_of(self, x: torch.Tensor) -> int | None:
+        if x.dim() != 3:
+            return None
+        if self.time is not None:
+            return self.time if x.shape[1] == self.num_tokens else None
+        patches = x.shape[1] - self.num_special
+        return patches // self.freq if patches >= self.freq and patches % self.freq == 0 else None
 
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, S + F*T, d] -> (special [B, S, d], grid [B, F, T, d])."""
-        if x.dim() != 3 or x.shape[1] != self.num_tokens:
+        time = self._time_of(x)
+        if time is None:
+            what = f"{self.num_tokens}" if self.time is not None else f"{self.num_special} + {self.freq} x T"
             raise SurgeonError(
-                f"token layout: expected [batch, {self.num_tokens}, dim] tokens ({self.num_special} special + "
-                f"{self.freq} x {self.time} patches), got {list(x.shape)}")
+                f"token layout: expected [batch, {what}, dim] tokens ({self.num_special} special + "
+                f"{self.freq} x {self.time or 'T'} patches, {self.order}-major), got {list(x.shape)}")
         batch, _, dim = x.shape
         special, patches = x[:, : self.num_special], x[:, self.num_special:]
-        return special, patches.reshape(batch, self.freq, self.time, dim)
+        if self.order == "time":
+            return special, patches.reshape(batch, time, self.freq, dim).transpose(1, 2)
+        return special, patches.reshape(batch, self.freq, time, dim)
 
     def merge(self, special: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """(special [B, S, d], grid [B, F, T, d]) -> [B, S + F*T, d]."""
         batch, freq, time, dim = grid.shape
+        if self.order == "time":
+            grid = grid.transpose(1, 2)
         return torch.cat([special, grid.reshape(batch, freq * time, dim)], dim=1)
 
 

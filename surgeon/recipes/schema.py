@@ -55,6 +55,8 @@ class ModelSection(Section):
     init: Literal["pretrained", "imagenet-vit"] = Field(
         "pretrained", description="imagenet-vit: an AST initialised from the ViT or DeiT named in `vit_ref` (paper 004).")
     vit_ref: Optional[str] = None
+    allow_pickle: bool = Field(
+        False, description="ref may be a pickle (an authors' BEATs .pt), read with torch.load(weights_only=True).")
 
     @model_validator(mode="after")
     def _one_source(self):

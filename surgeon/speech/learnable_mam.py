@@ -120,13 +120,16 @@ def apply(model, source, *, layers="all", init_lam=0.1, bias: bool = True, train
     from surgeon.hf import family_of_model, layer_module_path
     from surgeon.io.checkpoint import Checkpoint
 
+    from surgeon.methods.target import Target
+
     family = family_of_model(model)
-    num_layers = model.config.num_hidden_layers
+    target = Target(model)  # dimensions by the family's config keys (BEATs has its own)
+    num_layers, width = target.num_layers, target.hidden_size
     src = Checkpoint.open(source)
-    if src.dims["num_layers"] != num_layers or src.dims["hidden_size"] != model.config.hidden_size:
+    if src.dims["num_layers"] != num_layers or src.dims["hidden_size"] != width:
         raise SurgeonError(
             f"merge.source {source}: {src.dims['num_layers']} layers of width {src.dims['hidden_size']}, but the "
-            f"model has {num_layers} layers of width {model.config.hidden_size}"
+            f"model has {num_layers} layers of width {width}"
         )
     chosen = _layer_list(layers, num_layers)
     if gates(model):

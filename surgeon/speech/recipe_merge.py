@@ -36,7 +36,9 @@ TOKENIZER_FILES = ("vocab.json", "tokenizer_config.json", "special_tokens_map.js
 def apply(model, section, offline_model: str | None = None):
     """offline_model="tiny" (validation without the checkpoints): a source that cannot be found is
     replaced by a tiny model of its family with the model's shape, as the model itself was."""
-    layers, lam = layer_plan(section, model.config.num_hidden_layers)
+    from surgeon.methods.target import Target
+
+    layers, lam = layer_plan(section, Target(model).num_layers)  # any family's config keys (BEATs' encoder_layers)
     source = section.source
     if offline_model:
         source = _stand_in(source, model)
@@ -82,11 +84,15 @@ def _stand_in(source: str, model) -> str:
     except SurgeonError:
         if source not in ALIASES:
             raise
-    c = model.config
+    from surgeon.anatomy import FAMILIES
+    from surgeon.hf import family_of_model
+
+    # the model's dimensions, written with the source family's config keys (BEATs' differ from ViT's)
+    dims = family_of_model(model).dims(model.config.to_dict())
+    keys = FAMILIES[ALIASES[source].family].config_keys
     out = Path(tempfile.mkdtemp(prefix="surgeon-stand-in-")) / "model"
     atexit.register(shutil.rmtree, out.parent, True)
-    save_tiny(ALIASES[source].family, out, num_hidden_layers=c.num_hidden_layers, hidden_size=c.hidden_size,
-              num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size)
+    save_tiny(ALIASES[source].family, out, **{keys[d]: v for d, v in dims.items() if isinstance(keys.get(d), str)})
     return str(out)
 
 
@@ -99,12 +105,14 @@ def static_merge(model, source, *, layers="all", lam=0.1, bias: bool = True) -> 
     from surgeon.io.checkpoint import Checkpoint
     from surgeon.speech.learnable_mam import ROLES, _lams, _layer_list
 
+    from surgeon.methods.target import Target
+
     family = family_of_model(model)
-    n = model.config.num_hidden_layers
+    n, width = Target(model).num_layers, Target(model).hidden_size  # by the family's config keys
     src = Checkpoint.open(source)
-    if src.dims["num_layers"] != n or src.dims["hidden_size"] != model.config.hidden_size:
+    if src.dims["num_layers"] != n or src.dims["hidden_size"] != width:
         raise SurgeonError(f"merge.source {source}: {src.dims['num_layers']} layers of width "
-                           f"{src.dims['hidden_size']}, but the model has {n} layers of width {model.config.hidden_size}")
+                           f"{src.dims['hidden_size']}, but the model has {n} layers of width {width}")
     chosen = _layer_list(layers, n)
     lam_of = _lams(lam, chosen)
     bad = [v for v in lam_of.values() if not 0.0 <= v <= 1.0]

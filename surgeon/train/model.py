@@ -25,6 +25,8 @@ def stand_in_shape(ref, family: str | None = None) -> dict:
     dims = dict(STAND_IN_DIMS)
     if ref in ALIASES:
         dims["num_layers"] = ALIASES[ref].num_layers
+    elif family in FAMILIES and FAMILIES[family].published_layers:
+        dims["num_layers"] = FAMILIES[family].published_layers
     keys = FAMILIES[family].config_keys if family in FAMILIES else DEFAULT_CONFIG_KEYS
     return {keys[d]: v for d, v in dims.items() if isinstance(keys.get(d), str)}
 
@@ -41,13 +43,22 @@ def model_family(recipe, offline_model: str | None = None) -> str:
 
     if m.ref in ALIASES:
         return ALIASES[m.ref].family
+    if offline_model and m.surgery is None and m.allow_pickle:
+        from pathlib import Path
+
+        from surgeon.anatomy import FAMILIES
+        from surgeon.io.pickle_checkpoint import is_pickle_path
+
+        pickled = [name for name, fam in FAMILIES.items() if fam.published_as_pickle]
+        if is_pickle_path(Path(str(m.ref))) and len(pickled) == 1:  # BEATs' .pt: the one family published so
+            return pickled[0]
     if offline_model and m.surgery is None:
         raise SurgeonError(f"model.ref: cannot tell the family of {ref!r} offline; use an alias or a local path")
     from surgeon.io.checkpoint import Checkpoint
 
     if m.surgery:
         return surgery_record(m.surgery)["base"]["family"]
-    return Checkpoint.open(ref).family.name
+    return Checkpoint.open(ref, allow_pickle=m.allow_pickle).family.name
 
 
 def surgery_record(folder: str) -> dict:
@@ -84,7 +95,13 @@ def load_backbone(recipe, task, offline_model: str | None = None):
         return built.build(built.tiny_record(family, task.model_class(family), overrides))
     from surgeon.hf import load_pretrained
     from surgeon.io.checkpoint import Checkpoint
+    from surgeon.io.pickle_checkpoint import is_pickle_path
+    from surgeon.refs import resolve
 
+    if resolve(m.ref).is_file() and is_pickle_path(resolve(m.ref)):  # an authors' BEATs .pt
+        from surgeon.beats.checkpoint import load_pt
+
+        return load_pt(resolve(m.ref), allow_pickle=m.allow_pickle)
     model_type = (Checkpoint.open(m.ref).config or {}).get("model_type")
     return load_pretrained(m.ref, model_class=task.model_class(family, model_type))
 

@@ -127,6 +127,9 @@ class ClassificationTask:
 
         n = len(labels)
         heads = [h for h in (_final_linear(model, (name,)) for name in family_of_model(model).label_heads) if h]
+        if not heads and hasattr(model, "add_label_head"):  # a model of surgeon's own without one (BEATs)
+            model.add_label_head(n)
+            heads = [h for h in (_final_linear(model, (name,)) for name in family_of_model(model).label_heads) if h]
         if not heads:
             raise SurgeonError(f"model: {type(model).__name__} has no classification head to train")
         for parent, attr, linear in heads:

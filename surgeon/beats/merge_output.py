@@ -1,0 +1,102 @@
+"""The output of a merge into an authors' BEATs .pt target (`surgeon merge --target BEATs.pt`).
+
+"pt" (the default for such a target): the authors' layout again, {cfg, model[, label_dict]} with the
+target's cfg, its keys in their order, label_dict kept and the shared table one tensor (a bare state dict
+target gives a bare state dict); their `BEATs(BEATsConfig(cfg)).load_state_dict(ckpt["model"])` loads it.
+"safetensors": a BEATs model directory (surgeon/beats/directory.py), the table stored once.
+Both take the tensors from the merge's own emitter (surgeon.merging.mam), so what is merged and what is
+copied bit for bit is the same as for every other target.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from surgeon.errors import SurgeonError
+
+FORMATS = ("pt", "safetensors")
+
+
+def output_format(target, fmt: str | None) -> str:
+    """The output format of a merge into `target` (a Checkpoint): pt only for an authors' .pt."""
+    from surgeon.errors import did_you_mean
+
+    authors = target.extras is not None
+    if fmt is None:
+        return "pt" if authors else "safetensors"
+    if fmt not in FORMATS:
+        raise SurgeonError(f"--format: {fmt!r} is not an output format; known: {', '.join(FORMATS)}"
+                           f"{did_you_mean(fmt, FORMATS)}")
+    if fmt == "pt" and not authors:
+        raise SurgeonError(f"--format pt: {target.path} is not an authors' BEATs .pt; its merges are model "
+                           "directories (--format safetensors)")
+    return fmt
+
+
+class _Collect:
+    """The writer interface the merge emitter writes through, keeping torch tensors in a dict."""
+
+    def __init__(self):
+        self.state: dict = {}
+
+    def write(self, name, tensor):
+        self.state[name] = tensor
+
+    def write_bytes(self, name, dtype, shape, data):
+        import torch
+
+        from surgeon.io.writer import torch_dtype
+
+        self.state[name] = torch.frombuffer(bytearray(data), dtype=torch_dtype(dtype)).reshape(shape)
+
+
+def _tied(state: dict, repeats: set) -> dict:
+    """Every repeat of a tied key holds the first one's tensor (a dtype cast made one copy per key)."""
+    from surgeon.beats.checkpoint import TABLE
+
+    first = next((k for k in state if TABLE.match(k) and k not in repeats), None)
+    return {k: (state[first] if k in repeats and first is not None else v) for k, v in state.items()}
+
+
+def write_pt(plan, out, *, force: bool = False) -> Path:
+    import torch
+
+    from surgeon.beats.checkpoint import CFG, LABELS, MODEL
+    from surgeon.io.atomic import atomic_output
+    from surgeon.merging.mam import emitter
+
+    target = plan.target
+    collect, emit = _Collect(), emitter(plan)
+    for spec in plan.specs:
+        emit(collect, spec)
+    state = _tied(collect.state, target.tied_repeats)
+    extras = target.extras
+    doc = state if extras.get("bare") else {CFG: extras[CFG], MODEL: state,
+                                            **({LABELS: extras[LABELS]} if LABELS in extras else {})}
+    inputs = [target.path] + ([plan.source.ckpt.path] if plan.source.ckpt is not None else [])
+    with atomic_output(out, force=force, inputs=inputs, directory=False) as tmp:
+        torch.save(doc, tmp)
+    return Path(out)
+
+
+def write_dir(plan, out, *, force: bool = False) -> Path:
+    from surgeon.beats.directory import CONFIG_NAME, directory_config
+    from surgeon.io.atomic import atomic_output
+    from surgeon.merging.mam import METADATA_KEY, RECORD_FILE, emitter, provenance
+    from surgeon.merging.output import write_model_dir
+
+    repeats = plan.target.tied_repeats
+    plan = dataclasses.replace(plan, steps=[s for s in plan.steps if s.target_key not in repeats])
+    extras = plan.target.extras
+    inputs = [plan.target.path] + ([plan.source.ckpt.path] if plan.source.ckpt is not None else [])
+    with atomic_output(out, force=force, inputs=inputs) as tmp:
+        write_model_dir(tmp, plan.target, plan.specs, emitter(plan), record=provenance(plan),
+                        record_file=RECORD_FILE, metadata_key=METADATA_KEY, dtype=plan.dtype)
+        doc = directory_config(extras["cfg"], extras.get("label_dict"))
+        (tmp / CONFIG_NAME).write_text(json.dumps(doc, indent=2) + "\n")
+    return Path(out)
+
+
+def run_beats_merge(plan, out, fmt: str, *, force: bool = False) -> Path:
+    return (write_pt if fmt == "pt" else write_dir)(plan, out, force=force)
