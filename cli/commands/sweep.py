@@ -6,6 +6,7 @@ from typing import List, Optional
 import typer
 
 from surgeon_cli.commands.train import SET_HELP
+from surgeon_cli.options import option
 from surgeon_cli.render import console, print_json
 
 
@@ -21,10 +22,10 @@ def sweep(
     metric: Optional[str] = typer.Option(None, "--metric", help="The metric that picks lam (default: the recipe's eval.select)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP),
     fold: Optional[int] = typer.Option(None, "--fold", help="The fold whose dev split is used (default: the first)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="The seed of the cell used (default: the recipe's first)."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Write the model merged at the best lam here."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
-    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+    seed: Optional[int] = option("seed", more="The cell's seed used (default: the recipe's first)."),
+    out: Optional[str] = option("out", more="Write the model merged at the best lam here."),
+    force: bool = option("force", False),
+    as_json: bool = option("json", False, more="The table."),
 ):
     """Merge at every --lam in memory, score each on the recipe's dev split, print the table and pick
     the best (optionally writing only that merged model)."""

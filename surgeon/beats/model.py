@@ -214,9 +214,10 @@ class BEATsModel(nn.Module):
         if kind != "sdpa":
             raise ValueError(f"BEATs computes its attention with scaled_dot_product_attention only, not {kind!r}")
 
-    def save_pretrained(self, directory):
+    def save_pretrained(self, directory, max_shard_size=None):
         """A BEATs model directory (config.json + model.safetensors, the table once): surgeon/beats/directory.py.
-        The authors' .pt: surgeon.beats.save_pt."""
+        The authors' .pt: surgeon.beats.save_pt. Always one file (max_shard_size, taken for the same call as
+        transformers models, is not applied: a base model is about 360 MB)."""
         from surgeon.beats.directory import save_dir
 
         return save_dir(self, directory)
