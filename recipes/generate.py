@@ -200,7 +200,9 @@ def data_table(ds: str, **changes) -> dict:
 
 
 def recipe(description: str, source: str, model: dict, method: dict, data: dict, train: dict) -> dict:
-    return {"_comment": [description, source], "model": model, "method": method, "data": data, "train": train}
+    # the papers' head: a Linear over the mean of the output sequence after the final LayerNorm (surgeon.heads)
+    return {"_comment": [description, source], "model": {**model, "head": "mean"}, "method": method, "data": data,
+            "train": train}
 
 
 def all_recipes() -> dict[str, dict]:

@@ -254,9 +254,13 @@ def load(ref, *, base=None, allow_pickle: bool = False):
         from surgeon.beats.checkpoint import load_pt
 
         return load_pt(path, allow_pickle=allow_pickle)
+    from surgeon.heads import restore_head
+
     record = read_record(path)
     if record is None:
-        return load_pretrained(path)
+        model = load_pretrained(path)
+        restore_head(model)
+        return model
     if is_adapter_dir(path):
         if base is None and record["base"].get("build"):  # built on the spot: built again
             base_path = None
@@ -273,6 +277,7 @@ def load(ref, *, base=None, allow_pickle: bool = False):
         ckpt = Checkpoint.open(path)
         tensors = {_memory_name(ckpt, k): ckpt.get(k) for k in ckpt.keys() if _is_surgery_key(k)}
         info = dict(record["base"])
+    restore_head(model)  # a recorded mean head (model.head = "mean"), before its tensors load
     model.__dict__[STATE] = {"base": info, "config": record.get("config"), "methods": []}
     for entry in record["methods"]:
         apply_method(model, entry["method"], entry.get("options") or {})

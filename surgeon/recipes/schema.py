@@ -55,9 +55,14 @@ class ModelSection(Section):
     init: Literal["pretrained", "imagenet-vit"] = Field(
         "pretrained", description="imagenet-vit: an AST initialised from the ViT or DeiT named in `vit_ref` (paper 004).")
     vit_ref: Optional[str] = None
+    head: Literal["mean", "pooled"] = Field(
+        "pooled", description="Classification head: mean (the PETL papers': a Linear over the mean of the "
+                              "output sequence after the final LayerNorm, which trains) or pooled (transformers').")
 
     @model_validator(mode="after")
     def _one_source(self):
+        if self.head == "mean" and self.task != "classification":
+            raise ValueError("head: 'mean' is a classification head; remove it for task = " + repr(self.task))
         sources = [n for n in ("ref", "tiny", "surgery") if getattr(self, n)]
         if self.init == "imagenet-vit":
             if self.ref or self.surgery:

@@ -106,6 +106,10 @@ def build_model(recipe, labels: list[str], *, feature_spec=None, offline_model: 
 
         fit_patch_grid(model, spec.num_mel_bins, spec.max_frames)
     task.prepare(model, labels)
+    if recipe.model.task == "classification":
+        from surgeon.heads import set_head
+
+        set_head(model, recipe.model.head)
     _set_attention(model, recipe.train.attention)
     _record_head(model)
     # offline (validate's tiny stand-in) the merge source checkpoint is not there to merge from
