@@ -115,6 +115,20 @@ LOAA = {
 LOAA_DATA = {"esc50": dict(max_frames=512, epochs=25, lr=5e-4, batch_size=48, weight_decay=0.0),
              "gsc": dict(max_frames=128, epochs=30, lr=2.5e-4, batch_size=128, weight_decay=0.0),
              "epic": dict(max_frames=200, epochs=30, lr=1e-4, batch_size=128, weight_decay=1e-4)}
+# Paper 004 Table 2's baselines on the same ImageNet AST: full fine-tuning and the linear probe with AST's
+# overlapping patches (stride 10: "We use patch overlapping for full fine-tuning"), and the parallel adapter
+# of eq. 1 at 5% (r = 108 beside MHSA and FFN: the parameters of Attn(T) + FFN(F) at r = 36, k = 3).
+# Learning rates: full fine-tuning 1e-4 on ESC-50 and EPIC-SOUNDS (the paper); SPC-2 and the linear probe
+# are not given, so they take the PEFT rate of the dataset.
+LOAA_BASELINES = {
+    "full": ("Full fine-tuning, overlapping patches", {"name": "full"}, True, {"esc50": 1e-4, "epic": 1e-4}),
+    "linear": ("Linear probe, overlapping patches", {"name": "linear"}, True, {}),
+    "parallel-r108": ("Parallel adapter r=108 beside MHSA and FFN (5%)",
+                      {"name": "bottleneck", "placement": "houlsby", "insertion": "parallel", "bottleneck": 108,
+                       "train_norm": False}, False, {}),
+}
+# ESC-50 in paper 004: "the same data splits as AST": train on the other four folds (data.protocol)
+LOAA_PROTOCOL = {"esc50": "kfold-rest"}
 # "SPC-2 ... 30 epochs with mixup" (ESC-50 "without mixup"), as AST's Speech Commands recipe: mixup 0.6,
 # lambda ~ Beta(10, 10), waveforms mixed before the fbank
 LOAA_MIXUP = {"gsc": {"probability": 0.6, "alpha": 10.0, "mix": "waveform"}}
@@ -199,9 +213,12 @@ def data_table(ds: str, **changes) -> dict:
     return table
 
 
-def recipe(description: str, source: str, model: dict, method: dict, data: dict, train: dict) -> dict:
-    # the papers' head: a Linear over the mean of the output sequence after the final LayerNorm (surgeon.heads)
-    return {"_comment": [description, source], "model": {**model, "head": "mean"}, "method": method, "data": data,
+def recipe(description: str, source: str, model: dict, method: dict, data: dict, train: dict,
+           head: str = "mean") -> dict:
+    """head: papers 000-002's is "mean", a Linear over the mean of the output sequence after the final
+    LayerNorm (surgeon.heads); paper 004 builds on AST's code, whose head is transformers' "pooled" one
+    (its count, "LayerNorm + Linear", is that head's)."""
+    return {"_comment": [description, source], "model": {**model, "head": head}, "method": method, "data": data,
             "train": train}
 
 
@@ -237,21 +254,33 @@ def all_recipes() -> dict[str, dict]:
             data_table(ds, waveform=True, max_seconds=W2V2_SECONDS[ds]),
             {"epochs": d["epochs"], "batch_size": d["batch_size"], "lr": 5e-3})
     for ds, setup in LOAA_DATA.items():
-        d = DATASETS[ds]
         for key, (title, method) in LOAA.items():
-            out[f"loaa-imagenet-ast-{key}-{ds}"] = recipe(
-                f"Look-Aside Adapter {title} on an ImageNet-initialised AST, {d['title']}",
-                "Paper 004 Table 2" + (" (and Tables 1, 3)." if ds == "epic" else "."),
-                {"init": "imagenet-vit", "vit_ref": "vit", "task": "classification",
-                 "config": {"frequency_stride": 16, "time_stride": 16}},
-                method, {**data_table(ds, max_frames=setup["max_frames"]),
-                         **({"mixup": LOAA_MIXUP[ds]} if ds in LOAA_MIXUP else {})},
-                {"epochs": setup["epochs"], "batch_size": setup["batch_size"], "lr": setup["lr"],
-                 "weight_decay": setup["weight_decay"]})
+            out[f"loaa-imagenet-ast-{key}-{ds}"] = loaa_recipe(
+                ds, f"Look-Aside Adapter {title}", "Paper 004 Table 2" + (" (and Tables 1, 3)." if ds == "epic" else "."),
+                method, setup["lr"], overlapping=False)
+        for key, (title, method, overlapping, lrs) in LOAA_BASELINES.items():
+            out[f"imagenet-ast-{key}-{ds}"] = loaa_recipe(
+                ds, title, "Paper 004 Table 2 (baseline).", method, lrs.get(ds, setup["lr"]), overlapping=overlapping)
     for ds in MAM_DATA:
         for row in MAM_ROWS:
             out[f"mam-{row}-{ds}"] = mam_recipe(row, ds)
     return out
+
+
+def loaa_recipe(ds: str, title: str, source: str, method: dict, lr: float, *, overlapping: bool) -> dict:
+    """A paper 004 recipe: the ImageNet-initialised AST (strides 16 unless overlapping), the dataset's set-up."""
+    d, setup = DATASETS[ds], LOAA_DATA[ds]
+    model = {"init": "imagenet-vit", "vit_ref": "vit", "task": "classification"}
+    if not overlapping:
+        model["config"] = {"frequency_stride": 16, "time_stride": 16}
+    data = data_table(ds, max_frames=setup["max_frames"])
+    if ds in LOAA_PROTOCOL:
+        data["protocol"] = LOAA_PROTOCOL[ds]
+    if ds in LOAA_MIXUP:
+        data["mixup"] = LOAA_MIXUP[ds]
+    return recipe(f"{title} on an ImageNet-initialised AST, {d['title']}", source, model, method, data,
+                  {"epochs": setup["epochs"], "batch_size": setup["batch_size"], "lr": lr,
+                   "weight_decay": setup["weight_decay"]}, head="pooled")
 
 
 def render(doc: dict) -> str:

@@ -154,7 +154,7 @@ class DataSection(Section):
     root: Optional[str] = None
     options: dict[str, Union[int, float, bool, str, list]] = Field(
         default_factory=dict, description="Reader options (synthetic: num_classes, per_class, seconds, seed).")
-    protocol: Optional[Literal["official", "kfold", "leave-one-out"]] = None
+    protocol: Optional[Literal["official", "kfold", "kfold-rest", "leave-one-out"]] = None
     fold: Optional[int] = Field(None, ge=1, description="Run only this fold (1-based).")
     valid_from_train: float = Field(0.1, gt=0, lt=1)
     few_shot: Optional[FewShot] = None
