@@ -333,6 +333,14 @@ def all_recipes() -> dict[str, dict]:
                 {"ref": "ast", "task": "classification"}, method,
                 data_table(ds, few_shot={"k": k, "seeds": [0, 1, 2]}),
                 {"epochs": d["epochs"], "batch_size": d["batch_size"], "lr": lr})
+    for ds in W2V2_SECONDS:  # Table 3's FFT and Linear rows
+        d = DATASETS[ds]
+        for key, title, lr in (("full", "full fine-tuning", 5e-5), ("linear", "linear probe", 1e-3)):
+            out[f"w2v2-{key}-{ds}"] = recipe(
+                f"wav2vec 2.0, {title}, on {d['title']}", "Paper 001 Table 3.",
+                {"ref": "wav2vec2", "task": "classification"}, {"name": key},
+                data_table(ds, waveform=True, max_seconds=W2V2_SECONDS[ds]),
+                {"epochs": d["epochs"], "batch_size": d["batch_size"], "lr": lr})
     for (design, ds), opts in W2V2.items():
         d = DATASETS[ds]
         method = {"name": design, "placement": "pfeiffer", **opts}

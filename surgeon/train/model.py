@@ -12,9 +12,10 @@ from surgeon.errors import SurgeonError
 
 
 # the offline stand-in (validate --offline-model tiny): small, but wide enough for the papers'
-# bottleneck widths (up to 72) and prompt counts; by dimension, written with each family's config keys
-STAND_IN_DIMS = dict(hidden_size=128, num_heads=4, intermediate_size=256)
-STAND_IN = dict(hidden_size=128, num_attention_heads=4, intermediate_size=256)  # (ViT's keys)
+# bottleneck widths (up to 216, paper 004 Table 1's (1,1) column) and prompt counts; by dimension, written
+# with each family's config keys
+STAND_IN_DIMS = dict(hidden_size=256, num_heads=4, intermediate_size=512)
+STAND_IN = dict(hidden_size=256, num_attention_heads=4, intermediate_size=512)  # (ViT's keys)
 
 
 def stand_in_shape(ref, family: str | None = None) -> dict:
