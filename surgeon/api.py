@@ -280,9 +280,19 @@ def load(ref, *, base=None, allow_pickle: bool = False):
     restore_head(model)  # a recorded mean head (model.head = "mean"), before its tensors load
     model.__dict__[STATE] = {"base": info, "config": record.get("config"), "methods": []}
     for entry in record["methods"]:
-        apply_method(model, entry["method"], entry.get("options") or {})
+        apply_method(model, entry["method"], recorded_options(entry))
     _load_tensors(model, tensors, path)
     return model.eval()
+
+
+def recorded_options(entry: dict) -> dict:
+    """A record's options, with the meaning of options added since it was written (a method's
+    RECORDED_BEFORE: an old LoAA save has conv biases), so old saves load as they were trained."""
+    from surgeon.methods import get_method
+
+    options = dict(entry.get("options") or {})
+    before = getattr(get_method(entry["method"]), "RECORDED_BEFORE", {})
+    return {**{k: v for k, v in before.items() if k not in options}, **options}
 
 
 def _is_surgery_key(key: str) -> bool:
