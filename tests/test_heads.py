@@ -166,3 +166,20 @@ def test_mean_head_needs_classification():
 
     with pytest.raises(SurgeonError, match="head"):
         load_recipe("quickstart", ['model.task="ctc"', 'model.head="mean"'])
+
+
+def test_export_as_a_plain_model_refuses_the_mean_head(tmp_path, tiny_dir):
+    """A plain transformers class would pool differently: the export says so instead of writing wrong logits."""
+    from surgeon.api import inject, save_surgery
+    from surgeon.errors import SurgeonError
+    from surgeon.export import export
+    from surgeon.hf import load_pretrained
+
+    model = load_pretrained(tiny_dir("ast")).eval()
+    set_head(model, "mean")
+    inject(model, "bitfit")
+    save_surgery(model, tmp_path / "s")
+    with pytest.raises(SurgeonError, match="mean head"):
+        export(tmp_path / "s", tmp_path / "out", as_="model")
+    assert not (tmp_path / "out").exists()
+    export(tmp_path / "s", tmp_path / "surgery", as_="surgery")
