@@ -183,3 +183,23 @@ def test_export_as_a_plain_model_refuses_the_mean_head(tmp_path, tiny_dir):
         export(tmp_path / "s", tmp_path / "out", as_="model")
     assert not (tmp_path / "out").exists()
     export(tmp_path / "s", tmp_path / "surgery", as_="surgery")
+
+
+def test_recipe_from_a_mean_head_surgery_keeps_it(tmp_path, tiny_dir):
+    """model.surgery with no head given: the head the surgery was trained with."""
+    from surgeon.api import inject, save_surgery
+    from surgeon.hf import load_pretrained
+    from surgeon.recipes.load import load_recipe
+    from surgeon.train.model import build_model
+    from surgeon.train.runs import feature_spec
+
+    model = load_pretrained(tiny_dir("ast")).eval()
+    set_head(model, "mean")
+    inject(model, "bitfit")
+    save_surgery(model, tmp_path / "s")
+    text = (tmp_path / "r.toml")
+    text.write_text(f'[model]\nsurgery = "{tmp_path / "s"}"\n\n[data]\nformat = "synthetic"\nmax_frames = 100\n'
+                    '[data.options]\nnum_classes = 2\nper_class = 4\n\n[train]\nepochs = 1\nbatch_size = 2\n')
+    r = load_recipe(text)
+    built, _, _ = build_model(r, ["a", "b"], feature_spec=lambda m: feature_spec(r, m))
+    assert built.config.surgeon_head == "mean" and isinstance(built.classifier.layernorm, torch.nn.Identity)

@@ -55,9 +55,10 @@ class ModelSection(Section):
     init: Literal["pretrained", "imagenet-vit"] = Field(
         "pretrained", description="imagenet-vit: an AST initialised from the ViT or DeiT named in `vit_ref` (paper 004).")
     vit_ref: Optional[str] = None
-    head: Literal["mean", "pooled"] = Field(
-        "pooled", description="Classification head: mean (the PETL papers': a Linear over the mean of the "
-                              "output sequence after the final LayerNorm, which trains) or pooled (transformers').")
+    head: Optional[Literal["mean", "pooled"]] = Field(
+        None, description="Classification head: mean (the PETL papers': a Linear over the mean of the output "
+                          "sequence after the final LayerNorm, which trains) or pooled (transformers'); "
+                          "default: the model's own (pooled, or what a saved surgery was trained with).")
 
     @model_validator(mode="after")
     def _one_source(self):

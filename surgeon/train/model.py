@@ -107,7 +107,7 @@ def build_model(recipe, labels: list[str], *, feature_spec=None, offline_model: 
 
         fit_patch_grid(model, spec.num_mel_bins, spec.max_frames)
     task.prepare(model, labels)
-    if recipe.model.task == "classification":
+    if recipe.model.head is not None:
         from surgeon.heads import set_head
 
         set_head(model, recipe.model.head)
