@@ -12,7 +12,9 @@ steps) and are measured side by side: the repetitions are interleaved, the order
 and the figures are medians after warm-up (wall time, and the process's CPU time). Paper: Soft-MoA 1.22x, Dense-MoA 3.29x a single adapter.
 
 A second table times the adapter modules alone (12 of them, forward + backward on [4, 110, 768]):
-the part of the step that the mixtures change, without the backbone's cost around it.
+the part of the step that the mixtures change, without the backbone's cost around it. A third times
+them on a padded batch (items 2 and 4 padded to 60% of the tokens, the frame mask current, as on the
+speech backbones: surgeon/methods/padding.py) beside the same modules unmasked.
 
     python -m benchmarks.moa_step [--threads 2] [--repeats 7] [--warmup 2]   (from the repository root)
 """
@@ -79,11 +81,17 @@ def make_step(model, placement, inputs, labels):
     return step
 
 
-def make_module_step(adapters, x):
+def make_module_step(adapters, x, mask=None):
+    from surgeon.modules.padding import set_mask
+
     def step():
         grad = torch.ones_like(x)
-        for adapter in adapters:
-            adapter(x).backward(grad)
+        set_mask(mask)
+        try:
+            for adapter in adapters:
+                adapter(x).backward(grad)
+        finally:
+            set_mask(None)
     return step
 
 
@@ -151,6 +159,14 @@ def main():
     module_steps = {name: make_module_step(placement.adapters, x) for name, placement in placements.items()}
     report("adapters alone: 12 modules, forward + backward",
            side_by_side(module_steps, 5 * args.repeats, args.warmup))
+    mask = torch.ones(BATCH, tokens, dtype=torch.bool)
+    mask[1::2, int(0.6 * tokens):] = False
+    padded_steps = {"single": module_steps["single"]}
+    for name in ("dense-moa", "soft-moa"):
+        padded_steps[name] = module_steps[name]
+        padded_steps[f"{name}+mask"] = make_module_step(placements[name].adapters, x, mask)
+    report("adapters alone on a padded batch: unmasked vs with the frame mask",
+           side_by_side(padded_steps, 5 * args.repeats, args.warmup))
     print("\npaper 000 Table 1 (GPU): soft-moa 1.22x, dense-moa 3.29x; goals: soft-moa <= 1.10x, dense-moa <= 1.30x")
 
 

@@ -13,6 +13,7 @@ import sys
 import typer
 
 from surgeon_cli.commands import compare as compare_cmd
+from surgeon_cli.commands import convert as convert_cmd
 from surgeon_cli.commands import demo as demo_cmd
 from surgeon_cli.commands import export as export_cmd
 from surgeon_cli.commands import inject as inject_cmd
@@ -68,6 +69,7 @@ app.add_typer(train_cmd.recipes_app, name="recipes")
 app.command("select-layers")(select_layers_cmd.select_layers)
 app.command("compare")(compare_cmd.compare)
 app.command("sweep")(sweep_cmd.sweep)
+app.add_typer(convert_cmd.convert_app, name="convert")
 
 
 def _fail(message: str, code: int) -> None:

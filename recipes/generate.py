@@ -59,6 +59,77 @@ for place, placement in (("pf", "pfeiffer"), ("hou", "houlsby")):
         f"Conformer adapter (paper 001), {placement.capitalize()}, RR 96, kernel 31",
         {"name": "conformer", "placement": placement, "reduction": 96, "kernel": 31}, 5e-3)
 
+# Paper 002's ablations (Tables III-VII; bottleneck RR 64 unless said). Each row: (title, [method tables],
+# paper's accuracies by dataset). Table III: where and how a Pfeiffer bottleneck sits; "Seq/Par-After" is one
+# row because sequential-after with its residual equals parallel-after.
+def _bn(location, insertion, position, **extra):
+    return {"name": "bottleneck", "placement": "pfeiffer", "location": location, "insertion": insertion,
+            "position": position, "reduction": 64, **extra}
+
+
+P002_ABLATIONS = {  # name -> (table, row, [method tables], {dataset: paper accuracy})
+    "t3-ffn-seq-after": ("III", "FFN-Seq/Par-After", [_bn("ffn", "sequential", "after")],
+                         dict(esc50=86.77, us8k=82.86, gsc=91.41, fsc=72.45)),
+    "t3-ffn-seq-before": ("III", "FFN-Seq-Before", [_bn("ffn", "sequential", "before")],
+                          dict(esc50=54.68, us8k=71.60, gsc=86.80, fsc=61.44)),
+    "t3-ffn-par-before": ("III", "FFN-Par-Before", [_bn("ffn", "parallel", "before")],
+                          dict(esc50=87.07, us8k=82.72, gsc=90.84, fsc=72.08)),
+    "t3-mhsa-seq-after": ("III", "MHSA-Seq/Par-After", [_bn("mhsa", "sequential", "after")],
+                          dict(esc50=87.80, us8k=83.08, gsc=89.30, fsc=64.40)),
+    "t3-mhsa-seq-before": ("III", "MHSA-Seq-Before", [_bn("mhsa", "sequential", "before")],
+                           dict(esc50=76.03, us8k=81.30, gsc=90.74, fsc=73.76)),
+    "t3-mhsa-par-before": ("III", "MHSA-Par-Before", [_bn("mhsa", "parallel", "before")],
+                           dict(esc50=88.38, us8k=83.44, gsc=91.33, fsc=73.19)),
+    # Table IV: LoRA's target matrices at a constant 221K (RR doubles with each added matrix)
+    "t4-lora-q": ("IV", "W_q, RR 64", [{"name": "lora", "targets": ["q"], "reduction": 64, "alpha": 8.0}],
+                  dict(esc50=83.05, us8k=82.56, gsc=89.08, fsc=61.84)),
+    "t4-lora-qk": ("IV", "W_q, W_k, RR 128", [{"name": "lora", "targets": ["q", "k"], "reduction": 128, "alpha": 8.0}],
+                   dict(esc50=84.15, us8k=82.35, gsc=91.51, fsc=65.59)),
+    "t4-lora-qv": ("IV", "W_q, W_v, RR 128", [{"name": "lora", "targets": ["q", "v"], "reduction": 128, "alpha": 8.0}],
+                   dict(esc50=86.45, us8k=83.83, gsc=93.61, fsc=76.00)),
+    "t4-lora-qkvo": ("IV", "W_q, W_k, W_v, W_o, RR 256",
+                     [{"name": "lora", "targets": ["q", "k", "v", "o"], "reduction": 256, "alpha": 8.0}],
+                     dict(esc50=86.15, us8k=83.51, gsc=94.08, fsc=78.90)),
+    # Table V (appendix A): a fixed budget; x2 = one adapter of twice the size (RR 32)
+    "t5-pf-ffn-seq-after": ("V", "PF FFN-Seq-After (249K)", [_bn("ffn", "sequential", "after")],
+                            dict(esc50=86.77, fsc=72.45)),
+    "t5-pf-mhsa-par-before": ("V", "PF MHSA-Par-Before (249K)", [_bn("mhsa", "parallel", "before")],
+                              dict(esc50=88.38, fsc=73.19)),
+    "t5-pf-ffn-seq-after-x2": ("V", "PF FFN-Seq-After x2 (470K)", [_bn("ffn", "sequential", "after", reduction=32)],
+                               dict(esc50=87.18, fsc=73.60)),
+    "t5-pf-mhsa-par-before-x2": ("V", "PF MHSA-Par-Before x2 (470K)",
+                                 [_bn("mhsa", "parallel", "before", reduction=32)], dict(esc50=88.50, fsc=78.19)),
+    "t5-hou-seq": ("V", "HOU seq (498K)", [{"name": "bottleneck", "placement": "houlsby", "insertion": "sequential",
+                                            "reduction": 64}], dict(esc50=87.75, fsc=76.45)),
+    "t5-hou-par": ("V", "HOU par (498K)", [{"name": "bottleneck", "placement": "houlsby", "insertion": "parallel",
+                                           "reduction": 64}], dict(esc50=88.00, fsc=78.71)),
+    # Table VI (appendix B): combinations through [[method]]; the adapter beside the FFN (DPT and LoRA work on MHSA)
+    "t6-lora-r12": ("VI", "LoRA (442K: r = 12, RR 64)",
+                    [{"name": "lora", "targets": ["q", "v"], "reduction": 64, "alpha": 8.0}], dict(esc50=86.70, fsc=82.84)),
+    "t6-adapter-lora": ("VI", "Adapter + LoRA (470K)",
+                        [_bn("ffn", "parallel", "before"), {"name": "lora", "targets": ["q", "v"], "reduction": 128,
+                                                            "alpha": 8.0}], dict(esc50=88.00, fsc=81.54)),
+    "t6-adapter-dpt25": ("VI", "Adapter + DPT-25 (479K)",
+                         [_bn("ffn", "parallel", "before"), {"name": "prompt", "num_tokens": 25, "deep": True,
+                                                             "dist": False}], dict(esc50=86.60, fsc=77.15)),
+    "t6-adapter-dpt14-lora": ("VI", "Adapter + DPT-14 + LoRA (488K: LoRA RR 256, adapter RR 64)",
+                              [_bn("ffn", "parallel", "before"),
+                               {"name": "prompt", "num_tokens": 14, "deep": True, "dist": False},
+                               {"name": "lora", "targets": ["q", "v"], "reduction": 256, "alpha": 8.0}],
+                              dict(esc50=86.80, fsc=79.83)),
+    # Table VII (appendix C): residual connections, bottleneck beside the FFN
+    "t7-seq-residual": ("VII", "Seq, residual", [_bn("ffn", "sequential", "after", residual=True)],
+                        dict(esc50=86.77, fsc=72.45)),
+    "t7-seq-no-residual": ("VII", "Seq, no residual", [_bn("ffn", "sequential", "after", residual=False)],
+                           dict(esc50=69.20, fsc=56.48)),
+    "t7-par-no-residual": ("VII", "Par, no residual", [_bn("ffn", "parallel", "before", residual=False)],
+                           dict(esc50=87.07, fsc=72.08)),
+    "t7-par-residual": ("VII", "Par, residual", [_bn("ffn", "parallel", "before", residual=True)],
+                        dict(esc50=73.20, fsc=69.28)),
+}
+# The learning rate of a combination: its first method's (prompt tuning's 1e-2 would be a different study)
+P002_LR = 5e-3
+
 # Paper 000 Tables 1-2: single adapter b=24 vs Dense/Soft-MoA (b=1, 1 slot), 14 experts per layer: one block
 # of 14 (Pfeiffer), or 7 + 7 (Houlsby: num_experts counts one block's, and there is one per sub-layer).
 MOA_METHODS = {}
@@ -115,6 +186,37 @@ LOAA = {
 LOAA_DATA = {"esc50": dict(max_frames=512, epochs=25, lr=5e-4, batch_size=48, weight_decay=0.0),
              "gsc": dict(max_frames=128, epochs=30, lr=2.5e-4, batch_size=128, weight_decay=0.0),
              "epic": dict(max_frames=200, epochs=30, lr=1e-4, batch_size=128, weight_decay=1e-4)}
+# Paper 004 Table 1 (EPIC-SOUNDS): one LoAA beside ATTN or FFN, kernel (1,1) / F(3,1) / T(1,3) / (3,3), the
+# bottleneck r chosen so that each column has the same parameters (2 k d r per adapter, plus the 44-class head):
+# 1.035M, 2.026M, 4.017M. (1,1) is a LoAA of kernel 1 (the parallel linear adapter without biases).
+LOAA_KERNELS = {"k11": ("(1,1)", "time", 1, 3), "f31": ("F(3,1)", "frequency", 3, 1), "t13": ("T(1,3)", "time", 3, 1),
+                "k33": ("(3,3)", "grid", 3, 1 / 3)}  # key -> (column, axis, kernel, r relative to k = 3)
+LOAA_SIZES = {"1m": ("1.035M", 18), "2m": ("2.026M", 36), "4m": ("4.017M", 72)}  # r at k = 3
+LOAA_TABLE1 = {  # (block, size, kernel) -> paper 004 Table 1 top-1
+    ("attn", "1m"): dict(k11=53.38, f31=53.79, t13=53.43, k33=53.20),
+    ("attn", "2m"): dict(k11=53.33, f31=54.44, t13=54.52, k33=53.64),
+    ("attn", "4m"): dict(k11=53.42, f31=53.86, t13=54.08, k33=53.44),
+    ("ffn", "1m"): dict(k11=53.04, f31=53.53, t13=53.42, k33=53.03),
+    ("ffn", "2m"): dict(k11=53.42, f31=53.73, t13=54.50, k33=53.30),
+    ("ffn", "4m"): dict(k11=53.30, f31=53.73, t13=54.01, k33=53.24),
+}
+# Paper 004 Table 3 (EPIC-SOUNDS): the four time/frequency pairs on Attn + FFN at 5% (r = 36) and 10% (r = 72)
+LOAA_PAIRS = {"t-t": "time,time", "t-f": "time,frequency", "f-t": "frequency,time", "f-f": "frequency,frequency"}
+
+# Paper 004 Table 2's baselines on the same ImageNet AST: full fine-tuning and the linear probe with AST's
+# overlapping patches (stride 10: "We use patch overlapping for full fine-tuning"), and the parallel adapter
+# of eq. 1 at 5% (r = 108 beside MHSA and FFN: the parameters of Attn(T) + FFN(F) at r = 36, k = 3).
+# Learning rates: full fine-tuning 1e-4 on ESC-50 and EPIC-SOUNDS (the paper); SPC-2 and the linear probe
+# are not given, so they take the PEFT rate of the dataset.
+LOAA_BASELINES = {
+    "full": ("Full fine-tuning, overlapping patches", {"name": "full"}, True, {"esc50": 1e-4, "epic": 1e-4}),
+    "linear": ("Linear probe, overlapping patches", {"name": "linear"}, True, {}),
+    "parallel-r108": ("Parallel adapter r=108 beside MHSA and FFN (5%)",
+                      {"name": "bottleneck", "placement": "houlsby", "insertion": "parallel", "bottleneck": 108,
+                       "train_norm": False}, False, {}),
+}
+# ESC-50 in paper 004: "the same data splits as AST": train on the other four folds (data.protocol)
+LOAA_PROTOCOL = {"esc50": "kfold-rest"}
 # "SPC-2 ... 30 epochs with mixup" (ESC-50 "without mixup"), as AST's Speech Commands recipe: mixup 0.6,
 # lambda ~ Beta(10, 10), waveforms mixed before the fbank
 LOAA_MIXUP = {"gsc": {"probability": 0.6, "alpha": 10.0, "mix": "waveform"}}
@@ -255,8 +357,13 @@ def data_table(ds: str, **changes) -> dict:
     return table
 
 
-def recipe(description: str, source: str, model: dict, method: dict, data: dict, train: dict) -> dict:
-    return {"_comment": [description, source], "model": model, "method": method, "data": data, "train": train}
+def recipe(description: str, source: str, model: dict, method: dict, data: dict, train: dict,
+           head: str = "mean") -> dict:
+    """head: papers 000-002's is "mean", a Linear over the mean of the output sequence after the final
+    LayerNorm (surgeon.heads); paper 004 builds on AST's code, whose head is transformers' "pooled" one
+    (its count, "LayerNorm + Linear", is that head's)."""
+    return {"_comment": [description, source], "model": {**model, "head": head}, "method": method, "data": data,
+            "train": train}
 
 
 def all_recipes() -> dict[str, dict]:
@@ -282,6 +389,14 @@ def all_recipes() -> dict[str, dict]:
                 {"ref": "ast", "task": "classification"}, method,
                 data_table(ds, few_shot={"k": k, "seeds": [0, 1, 2]}),
                 {"epochs": d["epochs"], "batch_size": d["batch_size"], "lr": lr})
+    for ds in W2V2_SECONDS:  # Table 3's FFT and Linear rows
+        d = DATASETS[ds]
+        for key, title, lr in (("full", "full fine-tuning", 5e-5), ("linear", "linear probe", 1e-3)):
+            out[f"w2v2-{key}-{ds}"] = recipe(
+                f"wav2vec 2.0, {title}, on {d['title']}", "Paper 001 Table 3.",
+                {"ref": "wav2vec2", "task": "classification"}, {"name": key},
+                data_table(ds, waveform=True, max_seconds=W2V2_SECONDS[ds]),
+                {"epochs": d["epochs"], "batch_size": d["batch_size"], "lr": lr})
     for (design, ds), opts in W2V2.items():
         d = DATASETS[ds]
         method = {"name": design, "placement": "pfeiffer", **opts}
@@ -291,23 +406,63 @@ def all_recipes() -> dict[str, dict]:
             data_table(ds, waveform=True, max_seconds=W2V2_SECONDS[ds]),
             {"epochs": d["epochs"], "batch_size": d["batch_size"], "lr": 5e-3})
     for ds, setup in LOAA_DATA.items():
-        d = DATASETS[ds]
         for key, (title, method) in LOAA.items():
-            out[f"loaa-imagenet-ast-{key}-{ds}"] = recipe(
-                f"Look-Aside Adapter {title} on an ImageNet-initialised AST, {d['title']}",
-                "Paper 004 Table 2" + (" (and Tables 1, 3)." if ds == "epic" else "."),
-                {"init": "imagenet-vit", "vit_ref": "vit", "task": "classification",
-                 "config": {"frequency_stride": 16, "time_stride": 16}},
-                method, {**data_table(ds, max_frames=setup["max_frames"]),
-                         **({"mixup": LOAA_MIXUP[ds]} if ds in LOAA_MIXUP else {})},
-                {"epochs": setup["epochs"], "batch_size": setup["batch_size"], "lr": setup["lr"],
-                 "weight_decay": setup["weight_decay"]})
+            out[f"loaa-imagenet-ast-{key}-{ds}"] = loaa_recipe(
+                ds, f"Look-Aside Adapter {title}", "Paper 004 Table 2" + (" (and Tables 1, 3)." if ds == "epic" else "."),
+                method, setup["lr"], overlapping=False)
+        for key, (title, method, overlapping, lrs) in LOAA_BASELINES.items():
+            out[f"imagenet-ast-{key}-{ds}"] = loaa_recipe(
+                ds, title, "Paper 004 Table 2 (baseline).", method, lrs.get(ds, setup["lr"]), overlapping=overlapping)
+    for key, (table, row, methods, scores) in P002_ABLATIONS.items():
+        for ds, score in scores.items():
+            d = DATASETS[ds]
+            doc = recipe(f"AST + {row} on {d['title']}",
+                         f"Paper 002 Table {table}, row \"{row}\": {score} (paper's accuracy, %).",
+                         {"ref": "ast", "task": "classification"}, methods[0], data_table(ds),
+                         {"epochs": d["epochs"], "batch_size": d["batch_size"], "lr": P002_LR})
+            if len(methods) > 1:
+                doc["method"] = methods
+            out[f"p002-{key}-{ds}"] = doc
+    for (block, size), scores in LOAA_TABLE1.items():
+        for kernel, score in scores.items():
+            column, axis, k, scale = LOAA_KERNELS[kernel]
+            label, r3 = LOAA_SIZES[size]
+            r = round(r3 * scale)
+            method = {"name": "loaa", "placement": "pfeiffer", "location": "mhsa" if block == "attn" else "ffn",
+                      "axis": axis, "kernel": k, "bottleneck": r}
+            out[f"loaa-imagenet-ast-t1-{block}-{kernel}-{size}-epic"] = loaa_recipe(
+                "epic", f"Look-Aside Adapter {column} beside {block.upper()}, r={r} ({label})",
+                f"Paper 004 Table 1, {block.upper()} block, {label}, kernel {column}: {score} (top-1, %).",
+                method, LOAA_DATA["epic"]["lr"], overlapping=False)
+    for pair, axes in LOAA_PAIRS.items():
+        for pct, r in (("5", 36), ("10", 72)):
+            out[f"loaa-imagenet-ast-t3-{pair}-{pct}-epic"] = loaa_recipe(
+                "epic", f"Look-Aside Adapters Attn({axes.split(',')[0][0].upper()}) + FFN({axes.split(',')[1][0].upper()}),"
+                f" r={r} ({pct}%)", "Paper 004 Table 3.",
+                {"name": "loaa", "placement": "houlsby", "axis": axes, "bottleneck": r}, LOAA_DATA["epic"]["lr"],
+                overlapping=False)
     for ds in MAM_DATA:
         for row in MAM_ROWS:
             out[f"mam-{row}-{ds}"] = mam_recipe(row, ds)
     for row in AEC_ROWS:
         out[f"aec-{row}-esc50"] = aec_recipe(row)
     return out
+
+
+def loaa_recipe(ds: str, title: str, source: str, method: dict, lr: float, *, overlapping: bool) -> dict:
+    """A paper 004 recipe: the ImageNet-initialised AST (strides 16 unless overlapping), the dataset's set-up."""
+    d, setup = DATASETS[ds], LOAA_DATA[ds]
+    model = {"init": "imagenet-vit", "vit_ref": "vit", "task": "classification"}
+    if not overlapping:
+        model["config"] = {"frequency_stride": 16, "time_stride": 16}
+    data = data_table(ds, max_frames=setup["max_frames"])
+    if ds in LOAA_PROTOCOL:
+        data["protocol"] = LOAA_PROTOCOL[ds]
+    if ds in LOAA_MIXUP:
+        data["mixup"] = LOAA_MIXUP[ds]
+    return recipe(f"{title} on an ImageNet-initialised AST, {d['title']}", source, model, method, data,
+                  {"epochs": setup["epochs"], "batch_size": setup["batch_size"], "lr": lr,
+                   "weight_decay": setup["weight_decay"]}, head="pooled")
 
 
 def render(doc: dict) -> str:

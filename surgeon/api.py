@@ -268,9 +268,13 @@ def load(ref, *, base=None, allow_pickle: bool = False):
         from surgeon.beats.checkpoint import load_pt
 
         return load_pt(path, allow_pickle=allow_pickle)
+    from surgeon.heads import restore_head
+
     record = read_record(path)
     if record is None:
-        return load_pretrained(path)
+        model = load_pretrained(path)
+        restore_head(model)
+        return model
     if is_adapter_dir(path):
         if base is None and record["base"].get("build"):  # built on the spot: built again
             base_path = None
@@ -287,11 +291,22 @@ def load(ref, *, base=None, allow_pickle: bool = False):
         ckpt = Checkpoint.open(path)
         tensors = {_memory_name(ckpt, k): ckpt.get(k) for k in ckpt.keys() if _is_surgery_key(k)}
         info = dict(record["base"])
+    restore_head(model)  # a recorded mean head (model.head = "mean"), before its tensors load
     model.__dict__[STATE] = {"base": info, "config": record.get("config"), "methods": []}
     for entry in record["methods"]:
-        apply_method(model, entry["method"], entry.get("options") or {})
+        apply_method(model, entry["method"], recorded_options(entry))
     _load_tensors(model, tensors, path)
     return model.eval()
+
+
+def recorded_options(entry: dict) -> dict:
+    """A record's options, with the meaning of options added since it was written (a method's
+    RECORDED_BEFORE: an old LoAA save has conv biases), so old saves load as they were trained."""
+    from surgeon.methods import get_method
+
+    options = dict(entry.get("options") or {})
+    before = getattr(get_method(entry["method"]), "RECORDED_BEFORE", {})
+    return {**{k: v for k, v in before.items() if k not in options}, **options}
 
 
 def _is_surgery_key(key: str) -> bool:

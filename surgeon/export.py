@@ -123,6 +123,11 @@ def _as_model(source: Source, out, force: bool, shard_size: int | None = None, d
     if added:
         raise SurgeonError(f"{source.checkpoint}: {added[0]} adds modules to the model, which cannot be merged into "
                            "its weights; export it with --as surgery (surgeon.load reads it)")
+    from surgeon.heads import head_of
+
+    if head_of(model) == "mean":  # transformers' class would pool CLS/DIST (or project) instead: wrong logits
+        raise SurgeonError(f"{source.checkpoint}: trained with the papers' mean head (model.head = \"mean\"), which "
+                           "transformers' class does not compute; export it with --as surgery (surgeon.load reads it)")
     counts = parameter_counts(model)  # what the run trained
     folded = fold_lora(model)
     strip(model)

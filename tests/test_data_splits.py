@@ -98,3 +98,12 @@ def test_few_shot_needs_k_per_class(esc50):
         few_shot(train, k=7, seed=0)
     with pytest.raises(SurgeonError, match="class 3 has 0"):
         few_shot(train, k=1, seed=0, num_classes=4)
+
+
+def test_esc50_ast_split_trains_on_the_other_four_folds(esc50):
+    """data.protocol = "kfold-rest" (AST's split, paper 004): test fold k, train on the rest, no validation."""
+    got = {s.name: (folds_of(s.train), folds_of(s.valid), folds_of(s.test))
+           for s in splits_for(esc50, protocol="kfold-rest")}
+    assert got == {f"fold{k}": ([f for f in range(1, 6) if f != k], [], [k]) for k in range(1, 6)}
+    (s,) = splits_for(esc50, protocol="kfold-rest", fold=2)
+    assert folds_of(s.test) == [2] and not s.valid

@@ -134,3 +134,49 @@ def test_loaa_biases_and_layernorms_are_options(ast_base):
         assert sum(p.numel() for p in ast_base.parameters() if p.requires_grad) == 2_054_108
     finally:
         strip(ast_base)
+
+
+# The bundled recipes of the ablation tables carry the paper's parameter counts (docs/recipes.md): the sum of
+# petl_parameters over their methods, at AST-base (paper 004's: with the 44-class head, in millions).
+P002_RECIPES = [
+    ("p002-t4-lora-q-esc50", 221_184), ("p002-t4-lora-qk-esc50", 221_184), ("p002-t4-lora-qkvo-esc50", 221_184),
+    ("p002-t5-pf-mhsa-par-before-x2-esc50", 470_304), ("p002-t5-hou-par-esc50", 497_952),
+    ("p002-t6-lora-r12-fsc", 442_368), ("p002-t6-adapter-lora-fsc", 470_160),  # 442K, 470K
+    ("p002-t6-adapter-dpt25-fsc", 479_376), ("p002-t6-adapter-dpt14-lora-fsc", 488_592),  # 479K, 488K
+    ("p002-t3-ffn-seq-before-gsc", 248_976), ("p002-t7-par-residual-esc50", 248_976),
+]
+
+
+def _recipe_methods(name):
+    from surgeon.recipes.load import load_recipe
+
+    return [(m.name, m.options()) for m in load_recipe(name, check_paths=False).methods]
+
+
+@pytest.mark.parametrize("name, expected", P002_RECIPES, ids=[n for n, _ in P002_RECIPES])
+def test_ablation_recipes_have_the_papers_counts(ast_base, name, expected):
+    from surgeon.api import inject, strip, surgery
+
+    for method, options in _recipe_methods(name):
+        inject(ast_base, method, **options)
+    try:
+        assert sum(e["petl_parameters"] for e in surgery(ast_base)["methods"]) == expected
+    finally:
+        strip(ast_base)
+
+
+@pytest.mark.parametrize("block", ["attn", "ffn"])
+@pytest.mark.parametrize("size, paper", [("1m", "1.031M"), ("2m", "2.026M"), ("4m", "4.017M")])
+def test_loaa_table1_recipes_equalise_the_columns(ast_base, block, size, paper):
+    """Paper 004 Table 1: the four kernels of a row have the same count (the paper's 1.035M row is 1.031M:
+    r = 18; no integer r gives 1.035M)."""
+    from surgeon.api import inject, strip
+
+    for kernel in ("k11", "f31", "t13", "k33"):
+        ((method, options),) = _recipe_methods(f"loaa-imagenet-ast-t1-{block}-{kernel}-{size}-epic")
+        inject(ast_base, method, **options)
+        try:
+            trainable = sum(p.numel() for p in ast_base.parameters() if p.requires_grad)
+            assert f"{trainable / 1e6:.3f}M" == paper, kernel
+        finally:
+            strip(ast_base)

@@ -99,3 +99,13 @@ def test_start_from_a_saved_surgery_and_eval_a_model(tiny_dir, tmp_path):
     assert surgeon("eval", str(recipe), "--model", str(ckpt), "--out", str(tmp_path / "eval.json")) == 0
     evaluated = json.loads((tmp_path / "eval.json").read_text())["cells"][0]["test"]
     assert evaluated == doc["cells"][0]["test"]
+
+
+def test_ast_split_trains_on_four_folds_and_tests_the_last_epoch(recipe, esc50, tmp_path):
+    """data.protocol = "kfold-rest" (paper 004's ESC-50 split, AST's): no validation fold to select on."""
+    fast = [a.replace("train.epochs=1", "train.epochs=2") for a in FAST]
+    assert surgeon("train", str(recipe), *fast, "--set", f"data.root={esc50}", "--set", 'data.protocol="kfold-rest"',
+                   "--fold", "1", "--out", str(tmp_path / "run")) == 0
+    (cell,) = json.loads((tmp_path / "run" / "results.json").read_text())["cells"]
+    assert cell["counts"] == {"train": 24, "valid": 0, "test": 6}
+    assert cell["best_epoch"] == 2

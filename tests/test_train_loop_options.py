@@ -319,7 +319,7 @@ def test_paper_004_speech_commands_recipes_train_with_mixup():
 
     for name in names():
         r = Recipe.model_validate(tomllib.loads(bundled_path(name).read_text()))
-        if name.startswith("loaa-imagenet-ast-") and name.endswith("-gsc"):
+        if name.startswith(("loaa-imagenet-ast-", "imagenet-ast-")) and name.endswith("-gsc"):  # paper 004
             assert (r.data.mixup.probability, r.data.mixup.alpha, r.data.mixup.mix) == (0.6, 10.0, "waveform"), name
         else:
             assert r.data.mixup is None, name

@@ -7,6 +7,8 @@
   previous fold cyclically when the index says "previous_fold" (the ESC-50 rotation of the papers:
   test 5 -> valid 4, train 1-3; test 1 -> valid 5, train 2-4; ...), otherwise carved from the
   training folds (UrbanSound8K). The test fold is never used for anything but testing.
+- kfold-rest: AST's ESC-50 split (paper 004 uses it): one split per fold, training on every other
+  fold, no validation; with nothing to select on, the last epoch is the one tested.
 - leave-one-out: one split per group (IEMOCAP sessions), validation carved from the other groups;
   with IEMOCAP speaker groups, validation is the other speaker of the test speaker's session and
   training the other sessions. `fold=N` picks the N-th group here.
@@ -22,7 +24,7 @@ from collections import defaultdict
 from surgeon.data.types import DatasetIndex, Item, Split, group_sort_key
 from surgeon.errors import SurgeonError
 
-PROTOCOLS = ("official", "kfold", "leave-one-out")
+PROTOCOLS = ("official", "kfold", "kfold-rest", "leave-one-out")
 
 
 def splits_for(
@@ -54,7 +56,9 @@ def splits_for(
             continue
         test = [it for it in index.items if it.group == test_group]
         rest = [it for it in index.items if it.group != test_group]
-        if protocol == "kfold" and index.kfold_valid == "previous_fold":
+        if protocol == "kfold-rest":
+            train, valid = rest, []
+        elif protocol == "kfold" and index.kfold_valid == "previous_fold":
             valid_group = groups[i - 1]
             valid = [it for it in rest if it.group == valid_group]
             train = [it for it in rest if it.group != valid_group]

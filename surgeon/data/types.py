@@ -39,7 +39,7 @@ class DatasetIndex:
     root: Path | None
     classes: list[str]  # label names, index = label
     items: list[Item]
-    protocol: str  # "official" | "kfold" | "leave-one-out"
+    protocol: str  # "official" | "kfold" | "leave-one-out" (a recipe may also ask for "kfold-rest")
     missing: list[str] = field(default_factory=list)  # files the metadata lists but that are absent
     # how the validation split is chosen: "previous_fold" (ESC-50 rotation), "carve" (a fraction of
     # the training folds, grouped by source; UrbanSound8K) or "session_partner" (IEMOCAP speaker

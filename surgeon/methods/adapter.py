@@ -63,7 +63,10 @@ class AdapterMethod(Method):
         """Model changes the adapter needs before it is attached (LoAA's re-patching)."""
 
     def apply(self, target: Target, opts: dict) -> list[str]:
+        from surgeon.methods.padding import track_padding
+
         self.prepare(target, opts)
+        track_padding(target, self.name)  # padded speech batches: the frame mask reaches the modules
         unfrozen = []
         for i in range(target.num_layers):
             for location in locations(opts):

@@ -24,6 +24,9 @@ class LoAAMethod(AdapterMethod):
     default_reduction = 64 / 3
     default_placement = "houlsby"
     default_train_norm = False  # paper 004 trains no backbone LayerNorm
+    # what a record written before an option existed meant (surgeon.load): LoAA saves from before the
+    # paper's counts had conv biases and trained the adapted sub-layers' LayerNorms
+    RECORDED_BEFORE = {"bias": True, "train_norm": True}
 
     def resolve(self, target, options):
         opts = super().resolve(target, options)

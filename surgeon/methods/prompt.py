@@ -24,6 +24,7 @@ import math
 import torch
 from torch import nn
 
+from surgeon.heads import POOL_FLAG, POOL_STASH
 from surgeon.methods.base import Method
 from surgeon.methods.hooks import SurgeonHook, first_input, first_output, replace_first_input, replace_first_output
 from surgeon.methods import tables
@@ -128,6 +129,8 @@ class PromptOut(SurgeonHook):
     def __call__(self, module, args, kwargs, output):
         h = first_output(output)
         s, n = self.start, self.count
+        if module.__dict__.get(POOL_FLAG):  # the mean head (surgeon.heads) averages the prompt outputs too
+            module.__dict__[POOL_STASH] = (h[:, s:s + n], s, self.dropped)
         fill = [h[:, :1]] * self.dropped
         h = torch.cat([h[:, :s], *fill, h[:, s + n:]], dim=1)
         return replace_first_output(output, h)

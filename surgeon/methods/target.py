@@ -116,8 +116,16 @@ class Target:
 
     def is_head(self, name: str) -> bool:
         """A parameter of the task head: a top-level module the family names as a head, in a task model
-        (a bare model's pooler is its own)."""
-        return not self.bare and name.split(".", 1)[0] in self.family.heads
+        (a bare model's pooler is its own); with the papers' mean head (surgeon.heads) the encoder's final
+        LayerNorm belongs to the head and trains with it."""
+        if self.bare:
+            return False
+        if name.split(".", 1)[0] in self.family.heads:
+            return True
+        from surgeon.heads import trains_final_norm
+
+        norm = self.final_norm_path() if trains_final_norm(self.model) else None
+        return norm is not None and name.startswith(norm + ".")
 
     def is_frontend(self, name: str) -> bool:
         return any(name.startswith(self.prefix + f + ".") for f in self.family.frozen_frontend)

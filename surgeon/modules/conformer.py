@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from surgeon.modules.common import check_positive, check_width, zero_
+from surgeon.modules.padding import zero_padded
 
 
 class ConformerAdapter(nn.Module):
@@ -38,7 +39,7 @@ class ConformerAdapter(nn.Module):
         zero_(self.pointwise_up)
 
     def forward(self, x):
-        h = self.glu(self.pointwise_down(self.norm(x)))      # [B, L, b]
+        h = zero_padded(self.glu(self.pointwise_down(self.norm(x))))  # [B, L, b]; padded frames: zeros
         h = self.depthwise(F.pad(h.transpose(1, 2), self.padding))  # [B, b, L]: convolve along tokens
         h = self.swish(self.batch_norm(h)).transpose(1, 2)
         return self.pointwise_up(h)

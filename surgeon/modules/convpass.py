@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+from surgeon.modules.padding import zero_padded
+
 import torch
 from torch import nn
 
@@ -68,6 +70,6 @@ class Convpass(nn.Module):
         return self.conv(h.transpose(1, 2)).transpose(1, 2)
 
     def forward(self, x):
-        h = quick_gelu(self.down(x))
+        h = zero_padded(quick_gelu(self.down(x)))  # padded frames enter the conv as zeros (methods/padding.py)
         h = quick_gelu(self.token_conv(h))
         return self.up(h)

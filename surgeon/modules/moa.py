@@ -22,6 +22,7 @@ from torch import nn
 from surgeon.errors import SurgeonError
 from surgeon.modules.common import check_choice, check_positive, check_width, quick_gelu
 from surgeon.modules.convpass import CONV_INITS, init_conv_
+from surgeon.modules.padding import keep_mask, zero_padded
 
 EXPERTS = ("bottleneck", "convpass")
 
@@ -83,6 +84,14 @@ class ExpertBank(nn.Module):
         return mixed + gates @ self.up_bias
 
 
+def _token_mean(weights, keep):
+    """Mean over the real frames of per-token expert weights [B, T, N] -> [B, N]."""
+    if keep is None:
+        return weights.mean(dim=1)
+    k = keep.to(weights.dtype).unsqueeze(-1)
+    return (weights * k).sum(dim=1) / k.sum(dim=1).clamp(min=1)
+
+
 MAX_EXPERT_PARAMETERS = 10**9  # per mixture: above it the allocation itself is the failure
 
 
@@ -119,8 +128,8 @@ class DenseMoA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gates = torch.softmax(self.router(x), dim=-1)                  # [B, T, N]
-        hidden = self.experts.middle(self.experts.down(x))             # [B, T, N, b]
-        self.last_expert_weights = gates.detach().mean(dim=1)          # [B, N]
+        hidden = self.experts.middle(zero_padded(self.experts.down(x)))  # [B, T, N, b]; padded frames: zeros
+        self.last_expert_weights = _token_mean(gates.detach(), keep_mask(x))  # [B, N]
         return self.experts.up_mixed(hidden, gates)
 
 
@@ -163,9 +172,11 @@ class SoftMoA(nn.Module):
         batch, tokens, _ = x.shape
         n, p = self.num_experts, self.slots
         logits = self.logits(x)
-        dispatch = torch.softmax(logits, dim=1)                                     # over tokens, per slot
+        keep = keep_mask(x)  # padded frames get no slot weight (methods/padding.py)
+        masked = logits if keep is None else logits.masked_fill(~keep[:, :, None, None], float("-inf"))
+        dispatch = torch.softmax(masked, dim=1)                                     # over tokens, per slot
         combine = torch.softmax(logits.reshape(batch, tokens, n * p), dim=-1).reshape(batch, tokens, n, p)
         slot_inputs = torch.einsum("btnp,btd->bpnd", dispatch, x)                   # D^T X: [B, p, N, d]
         slot_outputs = self.experts.up(self.experts.middle(self.experts.down(slot_inputs)))  # [B, p, N, d]
-        self.last_expert_weights = combine.detach().sum(dim=-1).mean(dim=1)         # [B, N]
+        self.last_expert_weights = _token_mean(combine.detach().sum(dim=-1), keep)  # [B, N]
         return torch.einsum("btnp,bpnd->btd", combine, slot_outputs)                # Y = C Y~

@@ -226,6 +226,12 @@ def to_toml(doc: dict) -> str:
             table(f"{name}.{_key(k)}" if name else _key(k), v)
 
     for section, body in doc.items():
+        if isinstance(body, list):  # an array of tables: [[method]] (several methods, in order)
+            for entry in body:
+                lines.append(f"[[{_key(section)}]]")
+                lines.extend(f"{_key(k)} = {scalar(v)}" for k, v in entry.items())
+                lines.append("")
+            continue
         table(section, body)
     return "\n".join(lines).rstrip() + "\n"
 

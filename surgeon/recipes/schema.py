@@ -57,9 +57,15 @@ class ModelSection(Section):
     vit_ref: Optional[str] = None
     allow_pickle: bool = Field(
         False, description="ref may be a pickle (an authors' BEATs .pt), read with torch.load(weights_only=True).")
+    head: Optional[Literal["mean", "pooled"]] = Field(
+        None, description="Classification head: mean (the PETL papers': a Linear over the mean of the output "
+                          "sequence after the final LayerNorm, which trains) or pooled (transformers'); "
+                          "default: the model's own (pooled, or what a saved surgery was trained with).")
 
     @model_validator(mode="after")
     def _one_source(self):
+        if self.head == "mean" and self.task != "classification":
+            raise ValueError("head: 'mean' is a classification head; remove it for task = " + repr(self.task))
         sources = [n for n in ("ref", "tiny", "surgery") if getattr(self, n)]
         if self.init == "imagenet-vit":
             if self.ref or self.surgery:
@@ -154,7 +160,7 @@ class DataSection(Section):
     root: Optional[str] = None
     options: dict[str, Union[int, float, bool, str, list]] = Field(
         default_factory=dict, description="Reader options (synthetic: num_classes, per_class, seconds, seed).")
-    protocol: Optional[Literal["official", "kfold", "leave-one-out"]] = None
+    protocol: Optional[Literal["official", "kfold", "kfold-rest", "leave-one-out"]] = None
     fold: Optional[int] = Field(None, ge=1, description="Run only this fold (1-based).")
     valid_from_train: float = Field(0.1, gt=0, lt=1)
     few_shot: Optional[FewShot] = None

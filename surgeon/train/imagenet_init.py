@@ -65,3 +65,35 @@ def ast_from_vit(vit, **config_overrides):
         raise SurgeonError(f"model.vit_ref: the ViT lacks {missing[0]} for the AST")
     dst.load_state_dict(new)
     return ast.eval()
+
+
+def convert_imagenet_ast(vit_ref, out, *, frames: int | None = None, stride: int | None = None,
+                         num_mel_bins: int | None = None, force: bool = False) -> dict:
+    """`surgeon convert imagenet-ast`: write the ImageNet-initialised AST of `vit_ref` (a ViT or a DeiT,
+    e.g. the distilled DeiT-B-384 AST itself starts from) as a model directory that inject, inspect and
+    recipes (model.ref) take. frames: input length (AST's max_length); stride: the patch stride along
+    both axes (AST's 10 overlaps its 16-pixel patches; 16 gives the non-overlapping grid LoAA needs)."""
+    from pathlib import Path
+
+    from surgeon.io.atomic import atomic_output
+    from surgeon.refs import resolve
+
+    for name, value in (("--frames", frames), ("--stride", stride), ("--mel-bins", num_mel_bins)):
+        if value is not None and value < 1:
+            raise SurgeonError(f"{name}: must be at least 1, got {value}")
+    source = Path(resolve(vit_ref))
+    overrides = {k: v for k, v in (("max_length", frames), ("frequency_stride", stride), ("time_stride", stride),
+                                   ("num_mel_bins", num_mel_bins)) if v is not None}
+    from surgeon.io.checkpoint import Checkpoint
+
+    patch = (Checkpoint.open(source).config or {}).get("patch_size", 16)
+    if frames is not None and frames < patch:
+        raise SurgeonError(f"--frames: {frames} frames hold no patch of {patch} frames")
+    with atomic_output(out, force=force, inputs=[source]) as tmp:
+        ast = ast_from_vit(str(source), **overrides)
+        ast.config._name_or_path = ""
+        ast.save_pretrained(tmp)
+    c = ast.config
+    return {"out": str(out), "source": str(source), "family": "ast", "max_length": c.max_length,
+            "num_mel_bins": c.num_mel_bins, "frequency_stride": c.frequency_stride, "time_stride": c.time_stride,
+            "tokens": int(ast.audio_spectrogram_transformer.embeddings.position_embeddings.shape[1])}

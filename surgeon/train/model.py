@@ -12,9 +12,10 @@ from surgeon.errors import SurgeonError
 
 
 # the offline stand-in (validate --offline-model tiny): small, but wide enough for the papers'
-# bottleneck widths (up to 72) and prompt counts; by dimension, written with each family's config keys
-STAND_IN_DIMS = dict(hidden_size=128, num_heads=4, intermediate_size=256)
-STAND_IN = dict(hidden_size=128, num_attention_heads=4, intermediate_size=256)  # (ViT's keys)
+# bottleneck widths (up to 216, paper 004 Table 1's (1,1) column) and prompt counts; by dimension, written
+# with each family's config keys
+STAND_IN_DIMS = dict(hidden_size=256, num_heads=4, intermediate_size=512)
+STAND_IN = dict(hidden_size=256, num_attention_heads=4, intermediate_size=512)  # (ViT's keys)
 
 
 def stand_in_shape(ref, family: str | None = None) -> dict:
@@ -123,6 +124,10 @@ def build_model(recipe, labels: list[str], *, feature_spec=None, offline_model: 
 
         fit_patch_grid(model, spec.num_mel_bins, spec.max_frames)
     task.prepare(model, labels)
+    if recipe.model.head is not None:
+        from surgeon.heads import set_head
+
+        set_head(model, recipe.model.head)
     _set_attention(model, recipe.train.attention)
     _record_head(model)
     # offline (validate's tiny stand-in) the merge source checkpoint is not there to merge from
