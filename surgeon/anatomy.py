@@ -127,6 +127,9 @@ class Family:
     # whether a padded batch's attention mask is passed to the model: True, False, or (config key,
     # value): only when the config says so (wav2vec 2.0 base models were trained without a mask)
     padding_mask: bool | tuple[str, object] = False
+    # what True in the mask the encoder module receives means: "keep" (a real frame, transformers'
+    # attention_mask) or "pad" (a padded frame, BEATs' padding_mask); read by surgeon/methods/padding.py
+    encoder_mask: str = "keep"
     # regexes that all have to match some key of a bare .safetensors file for detection;
     # the layout is already checked, these tell families with the same layout apart
     key_signature: tuple[str, ...] = ()
@@ -628,6 +631,7 @@ FAMILIES: dict[str, Family] = {
                          "num_heads": "encoder_attention_heads", "intermediate_size": "encoder_ffn_embed_dim"},
             norm_position="layer_norm_first",  # false in every published checkpoint: post-LN
             padding_mask=True,
+            encoder_mask="pad",  # BEATs' encoder takes padding_mask, True on padded tokens
             key_signature=(r"^patch_embedding\.weight$",),  # surgeon.beats.checkpoint.SIGNATURE; no prefix
             tied=(r"^encoder\.layers\.\d+\.self_attn\.relative_attention_bias\.weight$",),
             loader=("surgeon.beats.directory", "load_dir"),  # a BEATs model directory (config.json)

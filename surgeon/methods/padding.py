@@ -19,12 +19,20 @@ class PaddingTap(SurgeonHook):
 
     pre = True
 
+    def __init__(self, method: str, attr: str, marks_padding: bool = False):
+        super().__init__(method, attr)
+        self.marks_padding = marks_padding  # the encoder's mask is True on padded frames (BEATs)
+
     def __call__(self, module, args, kwargs):
         import torch
 
-        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
-        padded = torch.is_tensor(mask) and mask.dim() == 2 and not bool(mask.bool().all())
-        set_mask(mask.bool() if padded else None)  # set at every forward: nothing stale survives an error
+        name = "padding_mask" if self.marks_padding else "attention_mask"
+        mask = kwargs.get(name, args[1] if len(args) > 1 else None)
+        if torch.is_tensor(mask) and mask.dim() == 2:
+            keep = ~mask.bool() if self.marks_padding else mask.bool()
+            set_mask(None if bool(keep.all()) else keep)  # set at every forward: nothing stale survives
+        else:
+            set_mask(None)
         return None
 
 
@@ -40,5 +48,5 @@ def track_padding(target, method: str) -> None:
         return
     parent = (target.prefix + target.family.memory.layers).rpartition(".")[0]
     encoder = target.model.get_submodule(parent) if parent else target.model
-    PaddingTap(method, "").register(encoder)
+    PaddingTap(method, "", marks_padding=target.family.encoder_mask == "pad").register(encoder)
     PaddingClear(method, "").register(encoder)
