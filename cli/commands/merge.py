@@ -29,6 +29,7 @@ def merge(
     layer_map: Optional[str] = typer.Option(None, "--layer-map", help="SOURCE:TARGET layer pairs, e.g. 0:0,1:2 (different layer counts)."),
     bias: bool = typer.Option(True, "--bias/--no-bias", help="Merge the q/k/v biases too."),
     noise_from: Optional[str] = typer.Option(None, "--noise-from", help="With --source noise:source: the model whose statistics the noise copies."),
+    noise_stats: str = typer.Option("model", "--noise-stats", help="Noise statistics: model (pooled over the model's q/k/v, the paper's reading) or tensor (per matrix)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise baselines."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan from the headers and write nothing."),
@@ -44,7 +45,7 @@ def merge(
     if out is None and not dry_run:
         raise SurgeonError("--out: missing (or pass --dry-run)")
     tgt = Checkpoint.open(target, allow_pickle=allow_pickle)
-    src = open_source(source, tgt, noise_from, allow_pickle)
+    src = open_source(source, tgt, noise_from, allow_pickle, noise_stats)
     plan = build_plan(tgt, src, lam, layers, layers_from, layer_map, bias, dtype, seed)
     doc = plan.describe()
     if dry_run:
@@ -77,7 +78,9 @@ def _render_plan(doc: dict) -> None:
         f"memory   about {human_bytes(doc['peak_tensor_bytes'])} of tensors at a time (plus the Python runtime)",
     ]
     if src["noise"]:
-        lines.insert(1, f"noise    {src['noise']} (seed {doc['seed']})")
+        stats = f", {doc['noise_stats']} statistics" if doc.get("noise_stats") else ""
+        lines.insert(1, f"noise    {src['noise']} (seed {doc['seed']}{stats})")
+    lines += [f"note     {n}" for n in doc.get("notes", [])]
     out = console()
     for line in lines:
         out.print(line)
