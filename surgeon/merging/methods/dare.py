@@ -35,7 +35,7 @@ class Params(BaseParams):
 def validate(name: str, params: Params) -> None:
     """Name-specific checks the config runs: dare-linear has no sign consensus, dare-ties needs one."""
     if name == "dare-linear" and params.consensus is not None:
-        raise ValueError("consensus: dare-linear has no sign consensus; use method = \"dare-ties\"")
+        raise ValueError("consensus: dare-linear has no sign consensus, use method = \"dare-ties\"")
     if name == "dare-ties" and params.consensus is None:
         raise ValueError("consensus: dare-ties needs a sign consensus (\"sum\" or \"count\")")
 
