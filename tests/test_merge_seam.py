@@ -233,3 +233,50 @@ def test_config_refuses_mam_flags_and_mixed_families(three, tiny_dir, tmp_path, 
     assert cli("merge", "--target", base, "--out", tmp_path / "out") == 2
     assert "--source" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def variants(tiny_dir, tmp_path, family, n):
+    base = Checkpoint.open(tiny_dir(family))
+    out = []
+    for j in range(1, n + 1):
+        g = torch.Generator().manual_seed(j)
+        out.append(rewrite(base, tmp_path / f"{family}{j}", lambda k, t: t + 0.02 * torch.randn(t.shape, generator=g)
+                           if t.is_floating_point() else t))
+    return base.path, out
+
+
+@pytest.mark.parametrize("family", ["bert", "hubert"])
+@pytest.mark.parametrize("method,params", [("linear", {}), ("task-arithmetic", {"lambda": 0.7}), ("ties", {}),
+                                           ("dare-linear", {"seed": 3}), ("dare-ties", {"seed": 3}), ("slerp", {"t": 0.3})])
+def test_runner_hands_each_method_the_right_tensors(tiny_dir, tmp_path, family, method, params):
+    """Every merged tensor is the method's combine of the models' (and the base's) tensors, in config
+    order; the runner adds nothing (the methods' formulas are tested on their own)."""
+    from surgeon.merging.methods import make_params
+    from surgeon.merging.methods import method as lookup
+    from surgeon.merging.tasks import TensorTask
+
+    module = lookup(method)
+    n = 2 if method == "slerp" else 3
+    base, models = variants(tiny_dir, tmp_path, family, n)
+    spec = [{"ref": m, "weight": w, "density": d} if module.USES_DENSITY else {"ref": m, "weight": w}
+            for m, w, d in zip(models, (0.5, 0.3, 0.2), (0.7, 0.5, 0.9))]
+    if not module.USES_WEIGHT:
+        spec = [{"ref": m} for m in models]
+    cfg = write_config(tmp_path / "m.toml", method, spec, base=base if module.NEEDS_BASE else None,
+                       roles=["q", "k", "v", "o"], parameters=params)
+    assert cli("merge", cfg, "--out", tmp_path / "out") == 0
+    out, b = Checkpoint.open(tmp_path / "out"), Checkpoint.open(base)
+    cks = [Checkpoint.open(m) for m in models]
+    layout = b if module.NEEDS_BASE else cks[0]
+    p = make_params(method, params)
+    merged = 0
+    for k in out.keys():
+        parsed = layout.family.parse(k, layout.scheme)
+        if parsed and parsed[2] in ("q", "k", "v", "o") and parsed[3] in ("weight", "bias"):
+            task = TensorTask(k, tuple(c.get(k).float() for c in cks), b.get(k).float() if module.NEEDS_BASE else None,
+                              tuple(m.get("weight", 1.0) for m in spec), tuple(m.get("density", 1.0) for m in spec))
+            assert torch.equal(out.get(k), module.combine(task, p).to(out.get(k).dtype)), k
+            merged += 1
+        else:
+            assert bits(out.get(k)) == bits(layout.get(k)), k
+    assert merged == 2 * 4 * 2
