@@ -147,8 +147,8 @@ def lora_delta(a: np.ndarray, b: np.ndarray, scaling: float, transpose: bool = F
 def fold(arrays, op) -> np.ndarray:
     """Combine function: inputs (W, A, B) -> W + scaling * B @ A."""
     w, a, b = arrays
-    w += lora_delta(a, b, op.meta["scaling"], op.meta["transpose"])
-    return w
+    delta = lora_delta(a, b, op.meta["scaling"], op.meta["transpose"])
+    return np.add(w, delta, out=delta)  # the inputs may be read-only views
 
 
 def take(arrays, op) -> np.ndarray:

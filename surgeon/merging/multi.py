@@ -113,7 +113,8 @@ def build_multi_plan(config, *, allow_pickle: bool = False) -> MultiPlan:
         raise SurgeonError(f"roles: no tensor of {layout.path} has the roles {', '.join(roles or [])}; nothing to merge")
     out_dtype = output_dtype(config.dtype)
     ops = make_ops(layout, merged, out_dtype)
-    return MultiPlan(config.method, checkpoints, ops, out_dtype, config=config)
+    # methods compute in torch and may work in place: they get private copies, not mapped views
+    return MultiPlan(config.method, checkpoints, ops, out_dtype, views=False, config=config)
 
 
 def run_multi(plan: MultiPlan, out: str | Path, *, force: bool = False) -> Path:
