@@ -130,7 +130,7 @@ def make_ops(base: Checkpoint, merged: dict[str, tuple], dtype: Optional[str], s
 
 
 def emitter(plan: Plan):
-    from surgeon.merging.stream import copy_tensor, put, raw_readable, read_float32, to_bytes
+    from surgeon.merging.stream import copy_tensor, put, raw_readable, read_float32, release_view, to_bytes
 
     ops = {op.spec.name: op for op in plan.ops}
     base = plan.base
@@ -147,6 +147,10 @@ def emitter(plan: Plan):
             arrays = [read_float32(plan.checkpoints[i.ckpt], i.key, view=plan.views) for i in op.inputs]
             t = op.combine(arrays, op)
         put(writer, spec, to_bytes(t, spec.dtype))
+        if plan.views and op.merged:
+            del arrays, t  # the views go before their pages are dropped
+            for i in op.inputs:
+                release_view(plan.checkpoints[i.ckpt], i.key)
 
     return emit
 

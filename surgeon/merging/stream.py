@@ -75,6 +75,23 @@ def mapped_array(ckpt: Checkpoint, name: str):
     return arr.reshape(info.shape)
 
 
+def release_view(ckpt: Checkpoint, name: str) -> None:
+    """Drop the process's mapping of a tensor's pages once it is used (MADV_DONTNEED): they stay in the
+    page cache but leave this process's RSS, so memory stays at a few tensors."""
+    import mmap
+
+    info = ckpt.info(name)
+    entry = _MAPS.get(str(info.file))
+    if entry is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = info.begin - info.begin % mmap.PAGESIZE
+    end = min(info.begin + info.nbytes, entry[1])
+    try:
+        entry[0].madvise(mmap.MADV_DONTNEED, start, end - start)
+    except (OSError, ValueError):
+        pass
+
+
 def read_float32(ckpt: Checkpoint, name: str, *, view: bool = False) -> np.ndarray:
     """One tensor converted to float32 (through torch only for bfloat16/float8). view=True may return a
     read-only view of the mapped file (float32 tensors): the caller must not write into it."""
