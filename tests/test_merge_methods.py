@@ -41,9 +41,9 @@ def ref_linear(xs, ws, normalize=True):
 
 
 def ref_trim(d, density):
-    """Top int(density * numel) by magnitude, the rest 0."""
+    """Top int(density * numel) by magnitude (at least one), the rest 0."""
     flat = d.reshape(-1)
-    k = int(density * flat.size)
+    k = max(1, int(density * flat.size))
     order = sorted(range(flat.size), key=lambda j: -abs(flat[j]))
     out = np.zeros_like(flat)
     for j in order[:k]:
@@ -287,3 +287,37 @@ def test_every_tensor_of_two_tiny_models(family):
             close(_combine("ties", task), ref_task_vectors(xs, task.base, task.weights, 1.0, True, vectors, "sum"))
         assert torch.equal(_combine("slerp", _task(xs, key=key), t=0.0), xs[0])
         assert torch.equal(_combine("linear", _task(xs, weights=(0.0, 1.0), key=key)), xs[1])
+
+
+# --- against mergekit itself, where it is installed (never a dependency) -------------------------
+
+def _mergekit_group(xs, base):
+    from mergekit.merge_methods.base import TensorGroup
+
+    return TensorGroup.from_tensors([base, *xs], base_index=0)  # ids: base 0, models 1..n
+
+
+@pytest.mark.parametrize("name,normalize,lam", [("ties", True, 1.0), ("ties", False, 0.7),
+                                                ("task_arithmetic", False, 1.0), ("task_arithmetic", True, 0.5)])
+def test_equal_to_mergekit_task_vector_methods(name, normalize, lam):
+    pytest.importorskip("mergekit")
+    from mergekit.merge_methods.registry import get
+
+    base, xs = _tensors(3, (16, 12), seed=4)
+    ws, ds = (0.5, 0.3, 0.8), (0.5, 0.7, 0.3) if name == "ties" else (1.0, 1.0, 1.0)
+    theirs = get(name).merge_group(
+        _mergekit_group(xs, base), weight={i + 1: w for i, w in enumerate(ws)},
+        density={i + 1: d for i, d in enumerate(ds)}, normalize=normalize, rescale=False, int8_mask=False,
+        **{"lambda": lam})
+    ours = _combine(name.replace("_", "-"), _task(xs, base, ws, ds), normalize=normalize, **{"lambda": lam})
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.3, 0.5, 1.0])
+def test_equal_to_mergekit_slerp(t):
+    pytest.importorskip("mergekit")
+    from mergekit.merge_methods.slerp import slerp
+
+    _, (v0, v1) = _tensors(2, (8, 6), seed=5)
+    theirs = slerp(torch.tensor([t]), v0[None], v1[None])[0]
+    torch.testing.assert_close(_combine("slerp", _task((v0, v1)), t=t), theirs, rtol=1e-5, atol=1e-6)

@@ -29,15 +29,15 @@ def lambda_field():
 
 
 def magnitude_trim(delta, density: float):
-    """Keep the top `density` fraction of `delta` by magnitude (k = int(density * numel), as mergekit
-    counts), zero the rest. k = 0 keeps nothing."""
+    """Keep the top `density` fraction of `delta` by magnitude (k = int(density * numel), at least 1, as
+    mergekit counts), zero the rest."""
     import torch
 
     if density >= 1.0:
         return delta
-    k = int(density * delta.numel())
+    k = max(1, int(density * delta.numel()))
     out = torch.zeros_like(delta)
-    if k > 0:
+    if delta.numel():
         flat = delta.reshape(-1)
         keep = torch.topk(flat.abs(), k, sorted=False).indices
         out.view(-1)[keep] = flat[keep]
