@@ -29,34 +29,36 @@ def lambda_field():
 
 
 def magnitude_trim(delta, density: float):
-    """Keep the top `density` fraction of `delta` by magnitude (k = int(density * numel), as mergekit
-    counts), zero the rest. k = 0 keeps nothing."""
+    """Keep the top `density` fraction of `delta` by magnitude (k = int(density * numel), at least 1, as
+    mergekit counts), zero the rest."""
     import torch
 
     if density >= 1.0:
         return delta
-    k = int(density * delta.numel())
+    k = max(1, int(density * delta.numel()))
     out = torch.zeros_like(delta)
-    if k > 0:
+    if delta.numel():
         flat = delta.reshape(-1)
         keep = torch.topk(flat.abs(), k, sorted=False).indices
         out.view(-1)[keep] = flat[keep]
     return out
 
 
-def sign_mask(weighted, consensus: Consensus):
-    """Per model and element: does its sign agree with the elected sign? (weighted: [n, ...])"""
-    import torch
-
-    votes = weighted.sum(dim=0) if consensus == "sum" else weighted.sign().sum(dim=0)
-    elected = torch.where(votes >= 0, 1.0, -1.0).to(weighted.dtype)
-    return weighted.sign() == elected
+def elected_positive(weighted: list, consensus: Consensus):
+    """Per element: is the elected sign + ? (the sign of the sum of the weighted vectors, or of the sum
+    of their signs for "count"; a tie elects +)."""
+    votes = None
+    for wd in weighted:
+        v = wd if consensus == "sum" else wd.sign()
+        votes = v.clone() if votes is None else votes.add_(v)
+    return votes >= 0
 
 
 def merge_task_vectors(task, *, lam: float, normalize: bool, consensus: Optional[Consensus] = None,
                        sparsify: Optional[Callable] = None):
     """base + lam * (normalised) sum of weighted, sparsified task vectors; see the module docstring.
-    sparsify(delta, model_index, density) -> delta, applied where density < 1."""
+    sparsify(delta, model_index, density) -> delta, applied where density < 1. One model at a time,
+    accumulated in place: memory is the n weighted vectors plus a few tensors."""
     import torch
 
     if task.base is None:
@@ -65,29 +67,32 @@ def merge_task_vectors(task, *, lam: float, normalize: bool, consensus: Optional
     shortcut = _exact_input(task, lam, normalize)
     if shortcut is not None:
         return shortcut
-    deltas = []
+    weighted = []
     for i, x in enumerate(task.inputs):
         d = x - base
         if sparsify is not None and densities[i] < 1.0:
             d = sparsify(d, i, densities[i])
-        deltas.append(d)
-    stacked = torch.stack(deltas)
-    w = torch.tensor(weights, dtype=stacked.dtype).reshape((-1,) + (1,) * base.dim())
-    weighted = stacked * w
+        weighted.append(d.mul_(weights[i]))
     if consensus is not None:
-        mask = sign_mask(weighted, consensus)
-        mixed = (weighted * mask).sum(dim=0)
-        divisor = (w * mask).sum(dim=0)
-        divisor = torch.where(divisor == 0, torch.ones_like(divisor), divisor)
+        elected = torch.where(elected_positive(weighted, consensus), 1.0, -1.0).to(base.dtype)
+        mixed = torch.zeros_like(base)
+        divisor = torch.zeros_like(base)
+        for w, wd in zip(weights, weighted):
+            agree = (wd * elected > 0).to(base.dtype)  # a zero agrees with neither sign
+            mixed.addcmul_(wd, agree)
+            divisor.add_(agree, alpha=w)
+        divisor.masked_fill_(divisor == 0, 1.0)
     else:
-        mixed = weighted.sum(dim=0)
+        mixed = weighted[0]
+        for wd in weighted[1:]:
+            mixed.add_(wd)
         total = float(sum(weights))
         divisor = total if abs(total) >= 1e-8 else 1.0
     if normalize:
-        mixed = mixed / divisor
+        mixed = mixed.div_(divisor)
     if lam != 1.0:
-        mixed = mixed * lam
-    return base + mixed
+        mixed = mixed.mul_(lam)
+    return mixed.add_(base)
 
 
 def _exact_input(task, lam: float, normalize: bool):
