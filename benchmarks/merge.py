@@ -5,15 +5,19 @@ Measured side by side in one run, each command in its own process (wall time; pe
                                      vs  cp of the target's weights (the I/O floor)
   surgeon merge-lora                 vs  peft PeftModel.from_pretrained + merge_and_unload + save_pretrained
                                      vs  cp of the base's weights
-Goals: peak memory <= 1/4 of the naive way's, wall time <= 1/2 of it and within 2x of cp.
+  surgeon merge ties.toml (3 models) vs  load all four state dicts + TIES per tensor + save_file
+                                     vs  reading the four inputs once (cat > /dev/null), and cp of the base
+Goals: peak memory <= 1/4 of the naive way's, wall time <= 1/2 of it; MAM within 1.5x of cp, an
+N-model merge within 1.2x of reading its inputs once.
 
-Checkpoints (cached in benchmarks/.cache/, ~1.3 GB each): a bert-large-shaped source/base
-(24 x 1024, the paper's BERT) and a hubert-large-shaped target (HubertForCTC, 24 x 1024), plus a PEFT
-LoRA adapter (r = 16 on q, k, v, o of every layer) for the base.
+Checkpoints (cached in benchmarks/.cache/, ~1.3 GB each at --size large): a bert-large-shaped
+source/base (24 x 1024, the paper's BERT), two more of its shape (the TIES models), a hubert-large-
+shaped target (HubertForCTC, 24 x 1024), plus a PEFT LoRA adapter (r = 16 on q, k, v, o of every
+layer) for the base. --size small (6 x 512) is a quick run of the same comparison.
 
-ViT -> BEATs (--case beats): a vit-base-shaped ViTModel into an iter3-shaped authors' .pt, output a .pt.
+ViT -> BEATs (--only beats): a vit-base-shaped ViTModel into an iter3-shaped authors' .pt, output a .pt.
 
-    python -m benchmarks.merge [--repeats 1] [--case all|hubert|beats]      (from the repository root)
+    python -m benchmarks.merge [--size large|small] [--repeats 1] [--only mam,lora,ties,beats]
 """
 from __future__ import annotations
 
@@ -75,6 +79,26 @@ from transformers import BertModel
 base, adapter, out = sys.argv[1:4]
 model = PeftModel.from_pretrained(BertModel.from_pretrained(base), adapter).merge_and_unload()
 model.save_pretrained(out)
+"""
+
+
+NAIVE_TIES = """
+import sys, torch
+from safetensors.torch import load_file, save_file
+from surgeon.merging.methods import make_params, method
+from surgeon.merging.tasks import TensorTask
+base, out, *models = sys.argv[1:]
+b = load_file(base + "/model.safetensors")
+ms = [load_file(m + "/model.safetensors") for m in models]
+ties, params = method("ties"), make_params("ties", {})
+merged = {}
+for k, t in b.items():
+    if t.is_floating_point():
+        task = TensorTask(k, tuple(m[k].float() for m in ms), t.float(), (1.0,) * len(ms), (0.5,) * len(ms))
+        merged[k] = ties.combine(task, params).to(t.dtype)
+    else:
+        merged[k] = t
+save_file(merged, out, metadata={"format": "pt"})
 """
 
 
@@ -154,31 +178,47 @@ def compare(title: str, runs: dict[str, tuple[list[str], Path]], repeats: int) -
 
 def report(res: dict, ours: str, naive: str, floor: str) -> None:
     (tw, tm), (nw, nm), (cw, _) = res[ours], res[naive], res[floor]
+    goal = {"cp target": 1.5, "read inputs once": 1.2}.get(floor, 2)
     print(f"  memory {ours} / {naive}: {tm / nm:.3f}  (goal <= 0.25)")
     print(f"  time   {ours} / {naive}: {tw / nw:.3f}  (goal <= 0.5)")
-    print(f"  time   {ours} / {floor}: {tw / cw:.2f}  (goal <= 2)")
+    print(f"  time   {ours} / {floor}: {tw / cw:.2f}  (goal <= {goal:g})")
+
+
+def ties_config(path: Path, base: Path, models: list[Path]) -> Path:
+    lines = ['method = "ties"', f'base = "{base}"']
+    for m in models:
+        lines += ["[[models]]", f'ref = "{m}"', "weight = 1.0", "density = 0.5"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+SIZES = {
+    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+    "small": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=2048),
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=1, help="runs of each command (medians of wall time)")
-    ap.add_argument("--case", choices=("all", "hubert", "beats"), default="all",
-                    help="bert -> hubert and the LoRA fold, ViT -> BEATs, or all")
+    ap.add_argument("--size", choices=sorted(SIZES), default="large", help="bert-large shapes, or a quick small run")
+    ap.add_argument("--only", default="mam,lora,ties", help="which comparisons to run (comma list of mam, lora, "
+                    "ties, beats: ViT -> BEATs .pt)")
     args = ap.parse_args()
-    if args.case in ("all", "beats"):
+    only = set(args.only.split(","))
+    if "beats" in only:
         beats_case(args.repeats)
-    if args.case == "beats":
+    if not only - {"beats"}:
         return
     from transformers import BertConfig, HubertConfig
 
-    large = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
-    bert = random_checkpoint(CACHE / "bert-large-shaped", BertConfig(**large), "BertModel")
+    shape = SIZES[args.size]
+    bert = random_checkpoint(CACHE / f"bert-{args.size}-shaped", BertConfig(**shape), "BertModel")
     hubert = random_checkpoint(
-        CACHE / "hubert-large-shaped",
-        HubertConfig(**large, do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True, vocab_size=32),
+        CACHE / f"hubert-{args.size}-shaped",
+        HubertConfig(**shape, do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True, vocab_size=32),
         "HubertForCTC", seed=1,
     )
-    adapter = peft_adapter(CACHE / "bert-large-shaped-lora-r16", bert)
     size = lambda p: sum(f.stat().st_size for f in p.glob("*.safetensors"))  # noqa: E731
     print(f"source {bert} ({size(bert) / 1e9:.2f} GB), target {hubert} ({size(hubert) / 1e9:.2f} GB)")
     print("machine shared with other jobs: treat the figures as indicative")
@@ -186,25 +226,56 @@ def main() -> None:
     scratch = CACHE / "scratch"
     scratch.mkdir(exist_ok=True)
     py = sys.executable
-    warm(bert, hubert, adapter)
-    res = compare("MAM merge (bert-large-shaped -> hubert-large-shaped, lam 0.1)", {
+    if "mam" in only:
+        mam(bert, hubert, scratch, py, args.repeats)
+    if "lora" in only:
+        lora(bert, args.size, scratch, py, args.repeats)
+    if "ties" in only:
+        ties(bert, args.size, shape, scratch, py, args.repeats)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def mam(bert, hubert, scratch, py, repeats) -> None:
+    warm(bert, hubert)
+    res = compare(f"MAM merge ({bert.name} -> {hubert.name}, lam 0.1)", {
         "surgeon merge": (surgeon_cmd("merge", "--source", bert, "--target", hubert, "--lam", "0.1",
                                       "--out", scratch / "surgeon"), scratch / "surgeon"),
         "naive (transformers)": ([py, "-c", NAIVE_MERGE, str(bert), str(hubert), str(scratch / "naive"), "0.1"],
                                  scratch / "naive"),
         "cp target": (["cp", str(hubert / "model.safetensors"), str(scratch / "cp.safetensors")], scratch / "cp.safetensors"),
-    }, args.repeats)
+    }, repeats)
     report(res, "surgeon merge", "naive (transformers)", "cp target")
 
-    res = compare("LoRA fold (bert-large-shaped base, PEFT adapter r=16 on q, k, v, o)", {
+
+def lora(bert, size, scratch, py, repeats) -> None:
+    adapter = peft_adapter(CACHE / f"bert-{size}-shaped-lora-r16", bert)
+    warm(bert, adapter)
+    res = compare(f"LoRA fold ({bert.name} base, PEFT adapter r=16 on q, k, v, o)", {
         "surgeon merge-lora": (surgeon_cmd("merge-lora", bert, "--adapter", adapter, "--out", scratch / "lora"),
                                scratch / "lora"),
         "naive (peft merge_and_unload)": ([py, "-c", NAIVE_LORA, str(bert), str(adapter), str(scratch / "peft")],
                                           scratch / "peft"),
         "cp base": (["cp", str(bert / "model.safetensors"), str(scratch / "cp.safetensors")], scratch / "cp.safetensors"),
-    }, args.repeats)
+    }, repeats)
     report(res, "surgeon merge-lora", "naive (peft merge_and_unload)", "cp base")
-    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def ties(bert, size, shape, scratch, py, repeats) -> None:
+    from transformers import BertConfig
+
+    models = [random_checkpoint(CACHE / f"bert-{size}-shaped-task{j}", BertConfig(**shape), "BertModel", seed=10 + j)
+              for j in range(3)]
+    config = ties_config(scratch / "ties.toml", bert, models)
+    files = [str(p / "model.safetensors") for p in (bert, *models)]
+    warm(bert, *models)
+    res = compare(f"TIES merge of 3 models (bert-{size}-shaped, density 0.5)", {
+        "surgeon merge ties.toml": (surgeon_cmd("merge", config, "--out", scratch / "ties"), scratch / "ties"),
+        "naive (load all, torch)": ([py, "-c", NAIVE_TIES, str(bert), str(scratch / "naive.safetensors"),
+                                     *map(str, models)], scratch / "naive.safetensors"),
+        "read inputs once": (["sh", "-c", 'cat "$@" > /dev/null', "sh", *files], None),
+        "cp base": (["cp", files[0], str(scratch / "cp.safetensors")], scratch / "cp.safetensors"),
+    }, repeats)
+    report(res, "surgeon merge ties.toml", "naive (load all, torch)", "read inputs once")
 
 
 def beats_case(repeats: int) -> None:

@@ -186,7 +186,7 @@ def test_noise_baselines_have_requested_mean_and_variance(tiny_dir, tmp_path, ki
     hidden = dict(hidden_size=128, num_attention_heads=2)
     src, tgt = Checkpoint.open(tiny_dir("bert", **hidden)), Checkpoint.open(tiny_dir("hubert", **hidden))
     extra = ["--noise-from", src.path] if kind == "source" else []
-    out = merge(tmp_path, f"noise:{kind}", tgt.path, "--lam", "1", "--seed", "7", "--no-bias", *extra)
+    out = merge(tmp_path, f"noise:{kind}", tgt.path, "--lam", "1", "--seed", "7", "--no-bias", "--noise-stats", "tensor", *extra)
     for i in range(2):
         for role in QKV:
             noise = out.get(tgt.role_key(i, role))
@@ -196,8 +196,8 @@ def test_noise_baselines_have_requested_mean_and_variance(tiny_dir, tmp_path, ki
             n = noise.numel()  # 16384: the sample mean is within 5 standard errors, the variance within 5%
             assert abs(got_mean - mean) < 5 * (var / n) ** 0.5
             assert abs(got_var / var - 1) < 0.05
-    again = merge(tmp_path, f"noise:{kind}", tgt.path, "--lam", "1", "--seed", "7", "--no-bias", *extra, name="again")
-    other = merge(tmp_path, f"noise:{kind}", tgt.path, "--lam", "1", "--seed", "8", "--no-bias", *extra, name="other")
+    again = merge(tmp_path, f"noise:{kind}", tgt.path, "--lam", "1", "--seed", "7", "--no-bias", "--noise-stats", "tensor", *extra, name="again")
+    other = merge(tmp_path, f"noise:{kind}", tgt.path, "--lam", "1", "--seed", "8", "--no-bias", "--noise-stats", "tensor", *extra, name="other")
     key = tgt.role_key(0, "q")
     assert torch.equal(again.get(key), out.get(key)) and not torch.equal(other.get(key), out.get(key))
 

@@ -20,15 +20,17 @@ def _single_threaded_blas() -> None:
 
 
 def merge(
-    source: str = typer.Option(..., "--source", help="Source model (text or image), or noise:source|noise:target|noise:normal."),
-    target: str = typer.Option(..., "--target", help="Target model (speech or audio); its architecture is kept."),
-    lam: str = typer.Option(..., "--lam", help="Interpolation factor in [0, 1]: one value, or a comma list per layer."),
+    config: Optional[str] = typer.Argument(None, help="A TOML merge config (linear, task-arithmetic, ties, dare-*, slerp); without it: MAM from the flags."),
+    source: Optional[str] = typer.Option(None, "--source", help="Source model (text or image), or noise:source|noise:target|noise:normal."),
+    target: Optional[str] = typer.Option(None, "--target", help="Target model (speech or audio); its architecture is kept."),
+    lam: Optional[str] = typer.Option(None, "--lam", help="Interpolation factor in [0, 1]: one value, or a comma list per layer."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output model directory (a .pt file for an authors' BEATs .pt target)."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Target layers to merge: 12-19 or 0,3,5 (default: all)."),
     layers_from: Optional[str] = typer.Option(None, "--layers-from", help="JSON file with a `layers` list (from select-layers)."),
     layer_map: Optional[str] = typer.Option(None, "--layer-map", help="SOURCE:TARGET layer pairs, e.g. 0:0,1:2 (different layer counts)."),
     bias: bool = typer.Option(True, "--bias/--no-bias", help="Merge the q/k/v biases too."),
     noise_from: Optional[str] = typer.Option(None, "--noise-from", help="With --source noise:source: the model whose statistics the noise copies."),
+    noise_stats: str = typer.Option("model", "--noise-stats", help="Noise statistics: model (pooled over the model's q/k/v, the paper's reading) or tensor (per matrix)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise baselines."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan from the headers and write nothing."),
@@ -37,15 +39,27 @@ def merge(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read pickled checkpoints (torch.load weights_only=True)."),
     fmt: Optional[str] = typer.Option(None, "--format", help="pt (an authors' BEATs .pt target's layout: its default) or safetensors (a model directory)."),
 ):
-    """Multimodal Attention Merging: W = lam * W_source + (1 - lam) * W_target on q, k, v (paper 003)."""
+    """Multimodal Attention Merging: W = lam * W_source + (1 - lam) * W_target on q, k, v (paper 003);
+    or, given a TOML config, a merge of several models of one family (linear, task-arithmetic, ties,
+    dare-linear, dare-ties, slerp)."""
     from surgeon.errors import SurgeonError
     from surgeon.io.checkpoint import Checkpoint
     from surgeon.merging.plan import build_plan, open_source
 
     if out is None and not dry_run:
         raise SurgeonError("--out: missing (or pass --dry-run)")
+    if config is not None:
+        given = [flag for flag, value in (("--source", source), ("--target", target), ("--lam", lam), ("--layers", layers),
+                 ("--layers-from", layers_from), ("--layer-map", layer_map), ("--noise-from", noise_from)) if value is not None]
+        if given:
+            raise SurgeonError(f"{given[0]}: a MAM flag; with a merge config, the config says what to merge")
+        return _merge_config(config, out, dtype=dtype, dry_run=dry_run, as_json=as_json, force=force,
+                             allow_pickle=allow_pickle)
+    for flag, value in (("--source", source), ("--target", target), ("--lam", lam)):
+        if value is None:
+            raise SurgeonError(f"{flag}: missing (MAM needs --source, --target and --lam; or give a merge config)")
     tgt = Checkpoint.open(target, allow_pickle=allow_pickle)
-    src = open_source(source, tgt, noise_from, allow_pickle)
+    src = open_source(source, tgt, noise_from, allow_pickle, noise_stats)
     plan = build_plan(tgt, src, lam, layers, layers_from, layer_map, bias, dtype, seed)
     from surgeon.beats.merge_output import output_format, run_beats_merge
 
@@ -68,6 +82,39 @@ def merge(
         print(f"merged {doc['num_merged']} tensors in {len(doc['layers'])} layers, copied {doc['num_copied']}: wrote {path}")
 
 
+def _merge_config(path: str, out, *, dtype, dry_run: bool, as_json: bool, force: bool, allow_pickle: bool) -> None:
+    from surgeon.merging.config import load_config
+    from surgeon.merging.multi import build_multi_plan, run_multi
+
+    config = load_config(path)
+    if dtype is not None:  # --dtype overrides the config's
+        config = config.model_copy(update={"dtype": dtype})
+    plan = build_multi_plan(config, allow_pickle=allow_pickle)
+    doc = plan.describe()
+    if dry_run:
+        if as_json:
+            print_json(doc)
+            return
+        out_ = console()
+        out_.print(f"method   {doc['method']}" + (f" {doc['parameters']}" if doc["parameters"] else ""))
+        if doc["base"]:
+            out_.print(f"base     {doc['base']['ref']} ({doc['base']['family']})")
+        for m in doc["models"]:
+            out_.print(f"model    {m['ref']} ({m['family']}) weight {m['weight']:g} density {m['density']:g}")
+        out_.print(f"roles    {', '.join(doc['roles']) if doc['roles'] else 'every tensor'}")
+        out_.print(f"tensors  {doc['num_merged']} merged, {doc['num_copied']} copied"
+                   + (f", written as {doc['dtype']}" if doc["dtype"] else ""))
+        out_.print(f"output   {human_bytes(doc['output_bytes'])}")
+        out_.print(f"memory   about {human_bytes(doc['peak_tensor_bytes'])} of tensors at a time (plus the Python runtime)")
+        return
+    path_out = run_multi(plan, out, force=force)
+    if as_json:
+        print_json({"out": str(path_out), **doc})
+    else:
+        print(f"{doc['method']}: merged {doc['num_merged']} tensors of {len(doc['models'])} models, "
+              f"copied {doc['num_copied']}: wrote {path_out}")
+
+
 def _render_plan(doc: dict) -> None:
     src = doc["source"]
     lines = [
@@ -85,7 +132,9 @@ def _render_plan(doc: dict) -> None:
         f"memory   about {human_bytes(doc['peak_tensor_bytes'])} of tensors at a time (plus the Python runtime)",
     ]
     if src["noise"]:
-        lines.insert(1, f"noise    {src['noise']} (seed {doc['seed']})")
+        stats = f", {doc['noise_stats']} statistics" if doc.get("noise_stats") else ""
+        lines.insert(1, f"noise    {src['noise']} (seed {doc['seed']}{stats})")
+    lines += [f"note     {n}" for n in doc.get("notes", [])]
     out = console()
     for line in lines:
         out.print(line)

@@ -4,7 +4,7 @@
 target's cfg, its keys in their order, label_dict kept and the shared table one tensor (a bare state dict
 target gives a bare state dict); their `BEATs(BEATsConfig(cfg)).load_state_dict(ckpt["model"])` loads it.
 "safetensors": a BEATs model directory (surgeon/beats/directory.py), the table stored once.
-Both take the tensors from the merge's own emitter (surgeon.merging.mam), so what is merged and what is
+Both take the tensors from the merge seam's emitter (surgeon.merging.seam), so what is merged and what is
 copied bit for bit is the same as for every other target.
 """
 from __future__ import annotations
@@ -59,14 +59,19 @@ def _tied(state: dict, repeats: set) -> dict:
     return {k: (state[first] if k in repeats and first is not None else v) for k, v in state.items()}
 
 
+def _inputs(plan) -> list:
+    """Every file the merge reads: never overwritten by its output."""
+    return list(dict.fromkeys([c.path for c in plan.checkpoints] + list(plan.extra_inputs)))
+
+
 def write_pt(plan, out, *, force: bool = False) -> Path:
     import torch
 
     from surgeon.beats.checkpoint import CFG, LABELS, MODEL
     from surgeon.io.atomic import atomic_output
-    from surgeon.merging.mam import emitter
+    from surgeon.merging.seam import emitter
 
-    target = plan.target
+    target = plan.base
     collect, emit = _Collect(), emitter(plan)
     for spec in plan.specs:
         emit(collect, spec)
@@ -74,8 +79,7 @@ def write_pt(plan, out, *, force: bool = False) -> Path:
     extras = target.extras
     doc = state if extras.get("bare") else {CFG: extras[CFG], MODEL: state,
                                             **({LABELS: extras[LABELS]} if LABELS in extras else {})}
-    inputs = [target.path] + ([plan.source.ckpt.path] if plan.source.ckpt is not None else [])
-    with atomic_output(out, force=force, inputs=inputs, directory=False) as tmp:
+    with atomic_output(out, force=force, inputs=_inputs(plan), directory=False) as tmp:
         torch.save(doc, tmp)
     return Path(out)
 
@@ -83,15 +87,15 @@ def write_pt(plan, out, *, force: bool = False) -> Path:
 def write_dir(plan, out, *, force: bool = False) -> Path:
     from surgeon.beats.directory import CONFIG_NAME, directory_config
     from surgeon.io.atomic import atomic_output
-    from surgeon.merging.mam import METADATA_KEY, RECORD_FILE, emitter, provenance
     from surgeon.merging.output import write_model_dir
+    from surgeon.merging.seam import METADATA_KEY, RECORD_FILE, emitter, provenance
 
-    repeats = plan.target.tied_repeats
-    plan = dataclasses.replace(plan, steps=[s for s in plan.steps if s.target_key not in repeats])
-    extras = plan.target.extras
-    inputs = [plan.target.path] + ([plan.source.ckpt.path] if plan.source.ckpt is not None else [])
-    with atomic_output(out, force=force, inputs=inputs) as tmp:
-        write_model_dir(tmp, plan.target, plan.specs, emitter(plan), record=provenance(plan),
+    repeats = plan.base.tied_repeats
+    record = provenance(plan.method, plan.describe())
+    plan = dataclasses.replace(plan, ops=[op for op in plan.ops if op.key not in repeats])
+    extras = plan.base.extras
+    with atomic_output(out, force=force, inputs=_inputs(plan)) as tmp:
+        write_model_dir(tmp, plan.base, plan.specs, emitter(plan), record=record,
                         record_file=RECORD_FILE, metadata_key=METADATA_KEY, dtype=plan.dtype)
         doc = directory_config(extras["cfg"], extras.get("label_dict"))
         (tmp / CONFIG_NAME).write_text(json.dumps(doc, indent=2) + "\n")

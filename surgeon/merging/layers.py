@@ -1,4 +1,6 @@
-"""Which layers to merge and with which lambda: parsing of --layers, --layers-from, --layer-map, --lam."""
+"""Which layers to merge and with which lambda: --layers, --layers-from, --layer-map, --lam on the
+command line and `layers` / `init_lam` of a recipe, parsed once for every MAM path (file, in-memory,
+learnable). `option` names the flag or recipe key that errors quote."""
 from __future__ import annotations
 
 import math
@@ -25,6 +27,53 @@ def parse_layers(text: str, num_layers: int, option: str = "--layers") -> list[i
     if not layers:
         raise SurgeonError(f"{option}: no layers given")
     return check_range(sorted(layers), num_layers, option)
+
+
+def layer_list(value, num_layers: int, option: str = "--layers") -> list[int]:
+    """None or "all" (every layer), a --layers string, or a list of indices -> sorted unique indices."""
+    if value is None or value == "all":
+        return list(range(num_layers))
+    if isinstance(value, str):
+        return parse_layers(value, num_layers, option)
+    try:
+        out = sorted(set(int(i) for i in value))
+    except (TypeError, ValueError):
+        raise SurgeonError(f"{option}: {value!r} is not a list of layer indices") from None
+    if not out:
+        raise SurgeonError(f"{option}: no layers given")
+    return check_range(out, num_layers, option)
+
+
+def lam_map(value, layers: list[int], num_target: int, option: str = "--lam") -> dict[int, float]:
+    """lam of every merged layer: one number, a --lam string, a list (one per merged layer, ascending,
+    or one per target layer) or {layer: value}; each in [0, 1]."""
+    if isinstance(value, str):
+        return parse_lams(value, layers, num_target, option)
+    if isinstance(value, dict):
+        given = {int(k): v for k, v in value.items()}
+        missing = [i for i in layers if i not in given]
+        if missing:
+            raise SurgeonError(f"{option}: no value for layer {missing[0]}")
+        values = [given[i] for i in layers]
+    elif isinstance(value, (int, float)):
+        values = [value] * len(layers)
+    else:
+        values = list(value)
+        if len(values) == num_target and len(values) != len(layers):
+            values = [values[i] for i in layers]
+        elif len(values) != len(layers):
+            raise SurgeonError(f"{option}: {len(values)} values for {len(layers)} merged layers")
+    return {i: _unit(v, option) for i, v in zip(layers, values)}
+
+
+def _unit(value, option: str) -> float:
+    try:
+        lam = float(value)
+    except (TypeError, ValueError):
+        raise SurgeonError(f"{option}: {value!r} is not a number") from None
+    if not math.isfinite(lam) or not 0.0 <= lam <= 1.0:
+        raise SurgeonError(f"{option}: {value} is outside [0, 1]")
+    return lam
 
 
 def check_range(layers: list[int], num_layers: int, option: str) -> list[int]:
@@ -70,20 +119,11 @@ def parse_layer_map(text: str, num_source: int, num_target: int) -> dict[int, in
     return dict(sorted(mapping.items()))
 
 
-def parse_lams(text: str | float, layers: list[int], num_target: int) -> dict[int, float]:
+def parse_lams(text: str | float, layers: list[int], num_target: int, option: str = "--lam") -> dict[int, float]:
     """One lambda for every merged layer, or a list: one per merged layer, or one per target layer."""
-    parts = [p.strip() for p in str(text).split(",") if p.strip()]
-    values = []
-    for p in parts:
-        try:
-            lam = float(p)
-        except ValueError:
-            raise SurgeonError(f"--lam: {p!r} is not a number") from None
-        if not math.isfinite(lam) or not 0.0 <= lam <= 1.0:
-            raise SurgeonError(f"--lam: {p} is outside [0, 1]")
-        values.append(lam)
+    values = [_unit(p, option) for p in (p.strip() for p in str(text).split(",")) if p]
     if not values:
-        raise SurgeonError("--lam: no value given")
+        raise SurgeonError(f"{option}: no value given")
     if len(values) == 1:
         return {i: values[0] for i in layers}
     if len(values) == len(layers):
@@ -91,6 +131,6 @@ def parse_lams(text: str | float, layers: list[int], num_target: int) -> dict[in
     if len(values) == num_target:
         return {i: values[i] for i in layers}
     raise SurgeonError(
-        f"--lam: {len(values)} values given; expected 1, one per merged layer ({len(layers)}) "
+        f"{option}: {len(values)} values given; expected 1, one per merged layer ({len(layers)}) "
         f"or one per target layer ({num_target})"
     )

@@ -9,7 +9,7 @@ base fingerprint must match.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -17,15 +17,11 @@ import numpy as np
 
 from surgeon.errors import SurgeonError
 from surgeon.io.checkpoint import Checkpoint
-from surgeon.io.writer import TensorSpec
 from surgeon.merging.adapter import RECORD_FILE as SURGERY_FILE
 from surgeon.merging.adapter import Adapter, LoraPair
-from surgeon.merging.plan import OUTPUT_DTYPES
-from surgeon.merging.stream import copy_tensor, put, raw_readable, read_float32, to_bytes
+from surgeon.merging.seam import RECORD_FILE as MERGE_FILE  # noqa: F401 (re-export)
+from surgeon.merging.seam import METADATA_KEY, Input, Plan, make_ops, output_dtype, provenance, run  # noqa: F401
 from surgeon.surgery_keys import RECORD_KEY
-
-MERGE_FILE = "merge.json"
-METADATA_KEY = "surgeon.merge"
 
 
 @dataclass(frozen=True)
@@ -35,13 +31,10 @@ class Fold:
 
 
 @dataclass
-class FoldPlan:
-    base: Checkpoint
-    adapter: Adapter
-    specs: list[TensorSpec]
-    folds: dict[str, Fold]  # base key -> LoRA pair folded into it
-    replace: dict[str, str]  # base key -> adapter key of the tensor replacing it
-    dtype: Optional[str]
+class FoldPlan(Plan):
+    adapter: Adapter = None
+    folds: dict[str, Fold] = field(default_factory=dict)  # base key -> LoRA pair folded into it
+    replace: dict[str, str] = field(default_factory=dict)  # base key -> adapter key of the tensor replacing it
 
     def describe(self) -> dict:
         return {
@@ -97,9 +90,7 @@ def check_fingerprint(base: Checkpoint, adapter: Adapter) -> None:
 
 def build_fold(base: Checkpoint, adapter: Adapter, dtype: Optional[str] = None) -> FoldPlan:
     check_base(base)
-    if dtype is not None and dtype not in OUTPUT_DTYPES:
-        raise SurgeonError(f"--dtype: {dtype!r} is not one of {', '.join(OUTPUT_DTYPES)}")
-    out_dtype = OUTPUT_DTYPES.get(dtype) if dtype else None
+    out_dtype = output_dtype(dtype)
     w = adapter.weights
     folds: dict[str, Fold] = {}
     for pair in adapter.pairs:
@@ -137,11 +128,13 @@ def build_fold(base: Checkpoint, adapter: Adapter, dtype: Optional[str] = None) 
         replace[key] = akey
     check_fingerprint(base, adapter)
     skip = adapter.lora_keys() if adapter.embedded else set()
-    specs = [
-        TensorSpec(k, out_dtype if (out_dtype and info.is_float) else info.dtype, tuple(info.shape))
-        for k, info in base.tensors.items() if k not in skip
-    ]
-    return FoldPlan(base, adapter, specs, folds, replace, out_dtype)
+    # the adapter's weights are checkpoint 1 (the base itself when the LoRA is embedded in it)
+    merged = {k: ([Input(0, k), Input(1, f.pair.a_key), Input(1, f.pair.b_key)], fold,
+                  {"scaling": f.pair.scaling, "transpose": f.transpose, "adapter": w.path}) for k, f in folds.items()}
+    merged.update({k: ([Input(1, a)], take, {"adapter": w.path}) for k, a in replace.items()})
+    ops = make_ops(base, merged, out_dtype, skip=skip)
+    return FoldPlan("lora", [base, w], ops, out_dtype, extra_inputs=[adapter.path], adapter=adapter,
+                    folds=folds, replace=replace)
 
 
 def lora_delta(a: np.ndarray, b: np.ndarray, scaling: float, transpose: bool = False) -> np.ndarray:
@@ -151,53 +144,25 @@ def lora_delta(a: np.ndarray, b: np.ndarray, scaling: float, transpose: bool = F
     return delta.T if transpose else delta
 
 
-def finite(weights, key: str) -> np.ndarray:
-    """An adapter tensor as float32, refused when it holds NaN or Inf (folded, it would spread to the model)."""
-    t = read_float32(weights, key)
-    if not np.isfinite(t).all():
-        raise SurgeonError(f"{weights.path}: adapter tensor {key} holds NaN or Inf; refusing to fold it")
-    return t
+def finite(array: np.ndarray, op, i: int) -> np.ndarray:
+    """Input i of a fold, refused when it holds NaN or Inf (folded, it would spread to the model)."""
+    if not np.isfinite(array).all():
+        raise SurgeonError(f"{op.meta['adapter']}: adapter tensor {op.inputs[i].key} holds NaN or Inf; refusing to fold it")
+    return array
 
 
-def emitter(plan: FoldPlan):
-    w = plan.adapter.weights
-    raw = raw_readable(plan.base)
-
-    def emit(writer, spec):
-        key = spec.name
-        info = plan.base.info(key)
-        fold = plan.folds.get(key)
-        if key in plan.replace:
-            t = finite(w, plan.replace[key])
-        elif fold:
-            p = fold.pair
-            t = read_float32(plan.base, key)
-            t += lora_delta(finite(w, p.a_key), finite(w, p.b_key), p.scaling, fold.transpose)
-        elif spec.dtype == info.dtype:
-            copy_tensor(writer, spec, plan.base, key, raw)  # bit for bit
-            return
-        else:
-            t = read_float32(plan.base, key)
-        put(writer, spec, to_bytes(t, spec.dtype))
-
-    return emit
+def fold(arrays, op) -> np.ndarray:
+    """Combine function: inputs (W, A, B) -> W + scaling * B @ A."""
+    w, a, b = arrays
+    delta = lora_delta(finite(a, op, 1), finite(b, op, 2), op.meta["scaling"], op.meta["transpose"])
+    return np.add(w, delta, out=delta)  # the inputs may be read-only views
 
 
-def provenance(plan: FoldPlan) -> dict:
-    from surgeon import __version__
-
-    doc = plan.describe()
-    doc.pop("output_bytes")
-    return {"format": "surgeon-merge/1", "method": "lora", "surgeon_version": __version__, **doc}
+def take(arrays, op) -> np.ndarray:
+    """Combine function: the adapter's full tensor replaces the base's."""
+    return finite(arrays[0], op, 0)
 
 
 def run_fold(plan: FoldPlan, out: str | Path, *, force: bool = False) -> Path:
-    from surgeon.io.atomic import atomic_output
-    from surgeon.merging.output import write_model_dir
-
-    with atomic_output(out, force=force, inputs=[plan.base.path, plan.adapter.path]) as tmp:
-        write_model_dir(
-            tmp, plan.base, plan.specs, emitter(plan), record=provenance(plan), record_file=MERGE_FILE,
-            metadata_key=METADATA_KEY, drop_metadata=(RECORD_KEY,), skip_files=(SURGERY_FILE,), dtype=plan.dtype,
-        )
-    return Path(out)
+    record = provenance("lora", plan.describe(), drop=("output_bytes",))
+    return run(plan, out, record=record, force=force, drop_metadata=(RECORD_KEY,), skip_files=(SURGERY_FILE,))

@@ -45,9 +45,61 @@ def read_array(ckpt: Checkpoint, name: str) -> np.ndarray:
     return arr
 
 
-def read_float32(ckpt: Checkpoint, name: str) -> np.ndarray:
-    """One tensor converted to float32 (through torch only for bfloat16/float8)."""
+_MAPS: dict = {}  # file -> (mmap, size at mapping): one read-only map per input file, kept for the process
+
+
+def mapped_array(ckpt: Checkpoint, name: str):
+    """A read-only numpy view of a tensor straight from the mapped file (no read copy), or None where
+    the bytes cannot be mapped (a loaded pickle, an unaligned offset, a file that changed)."""
+    import mmap
+    import os
+
     info = ckpt.info(name)
+    if not raw_readable(ckpt) or info.dtype not in NUMPY_DTYPES or not info.nbytes:
+        return None
+    itemsize = np.dtype(NUMPY_DTYPES[info.dtype]).itemsize
+    if info.begin % itemsize:
+        return None
+    key = str(info.file)
+    try:
+        size = os.path.getsize(key)
+        entry = _MAPS.get(key)
+        if entry is None or entry[1] != size:
+            with open(key, "rb") as f:
+                entry = _MAPS[key] = (mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), size)
+    except (OSError, ValueError):
+        return None
+    if info.begin + info.nbytes > entry[1]:
+        raise SurgeonError(f"{info.file}: truncated while reading tensor {name!r}")
+    arr = np.frombuffer(entry[0], dtype=NUMPY_DTYPES[info.dtype], count=info.numel, offset=info.begin)
+    return arr.reshape(info.shape)
+
+
+def release_view(ckpt: Checkpoint, name: str) -> None:
+    """Drop the process's mapping of a tensor's pages once it is used (MADV_DONTNEED): they stay in the
+    page cache but leave this process's RSS, so memory stays at a few tensors."""
+    import mmap
+
+    info = ckpt.info(name)
+    entry = _MAPS.get(str(info.file))
+    if entry is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = info.begin - info.begin % mmap.PAGESIZE
+    end = min(info.begin + info.nbytes, entry[1])
+    try:
+        entry[0].madvise(mmap.MADV_DONTNEED, start, end - start)
+    except (OSError, ValueError):
+        pass
+
+
+def read_float32(ckpt: Checkpoint, name: str, *, view: bool = False) -> np.ndarray:
+    """One tensor converted to float32 (through torch only for bfloat16/float8). view=True may return a
+    read-only view of the mapped file (float32 tensors): the caller must not write into it."""
+    info = ckpt.info(name)
+    if view:
+        arr = mapped_array(ckpt, name)
+        if arr is not None:
+            return arr.astype(np.float32, copy=False)
     if info.dtype in NUMPY_DTYPES:
         return read_array(ckpt, name).astype(np.float32, copy=False)
     import torch

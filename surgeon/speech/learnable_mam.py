@@ -79,35 +79,12 @@ class Interpolate(nn.Module):
         self.__dict__["gate"] = gate  # not a submodule: the gate is registered once, in its layer
 
     def forward(self, target):
-        # torch.lerp = target + lam (source - target), computed from the nearer end (exact at 0 and 1),
-        # the arithmetic `surgeon merge` uses too
-        return torch.lerp(target, self.source, self.gate.lam().to(target.dtype))
-
-
-def _layer_list(layers, num_layers: int) -> list[int]:
-    if layers in (None, "all"):
-        return list(range(num_layers))
-    out = sorted(set(int(i) for i in layers))
-    bad = [i for i in out if not 0 <= i < num_layers]
-    if bad:
-        raise SurgeonError(f"merge.layers: layer {bad[0]} is out of range (the model has layers 0-{num_layers - 1})")
-    if not out:
-        raise SurgeonError("merge.layers: no layers given")
-    return out
-
-
-def _lams(init_lam, layers: list[int]) -> dict[int, float]:
-    if isinstance(init_lam, (int, float)):
-        return {i: float(init_lam) for i in layers}
-    if isinstance(init_lam, dict):
-        missing = [i for i in layers if i not in {int(k) for k in init_lam}]
-        if missing:
-            raise SurgeonError(f"merge.init_lam: no value for layer {missing[0]}")
-        return {i: float(init_lam[i] if i in init_lam else init_lam[str(i)]) for i in layers}
-    values = list(init_lam)
-    if len(values) != len(layers):
-        raise SurgeonError(f"merge.init_lam: {len(values)} values for {len(layers)} merged layers")
-    return dict(zip(layers, map(float, values)))
+        # a lerp from the nearer end (exact at 0 and 1) in two rounded steps, as surgeon.merging.mam.interpolate
+        # computes it for `surgeon merge`: bit for bit the same weights on every CPU (torch.lerp fuses the
+        # multiply-add on some CPUs and not on others)
+        lam = self.gate.lam().to(target.dtype)
+        diff = self.source - target
+        return torch.where(lam < 0.5, target + lam * diff, self.source - (1 - lam) * diff)
 
 
 def apply(model, source, *, layers="all", init_lam=0.1, bias: bool = True, train_target: bool = True) -> dict[int, LamGate]:
@@ -117,50 +94,24 @@ def apply(model, source, *, layers="all", init_lam=0.1, bias: bool = True, train
     of the source are ever in memory). Returns {layer: gate}."""
     from torch.nn.utils import parametrize
 
-    from surgeon.hf import family_of_model, layer_module_path
-    from surgeon.io.checkpoint import Checkpoint
+    from surgeon.hf import layer_module_path
+    from surgeon.merging.mam import memory_pairs
 
-    from surgeon.methods.target import Target
-
-    family = family_of_model(model)
-    target = Target(model)  # dimensions by the family's config keys (BEATs has its own)
-    num_layers, width = target.num_layers, target.hidden_size
-    src = Checkpoint.open(source)
-    if src.dims["num_layers"] != num_layers or src.dims["hidden_size"] != width:
-        raise SurgeonError(
-            f"merge.source {source}: {src.dims['num_layers']} layers of width {src.dims['hidden_size']}, but the "
-            f"model has {num_layers} layers of width {width}"
-        )
-    chosen = _layer_list(layers, num_layers)
     if gates(model):
         raise SurgeonError("Learnable-MAM is already applied to this model")
-    lam_of = _lams(init_lam, chosen)
-    bad = [v for v in lam_of.values() if not 0.0 <= v <= 1.0]
-    if bad:
-        raise SurgeonError(f"merge.init_lam: {bad[0]} is outside [0, 1]")
-    # check everything from the headers before the model is touched: an error leaves it unchanged
-    plan = []  # (layer, Linear, leaf, source key)
-    for i in chosen:
-        for role in ROLES:
-            linear = model.get_submodule(layer_module_path(model, family, i, role))
-            for leaf in ("weight", "bias") if bias and linear.bias is not None else ("weight",):
-                key = src.role_key(i, role, leaf)
-                if key not in src.tensors:
-                    raise SurgeonError(f"merge.source {source}: no tensor {key} (layer {i} {role} {leaf})")
-                shape, own = tuple(src.tensors[key].shape), tuple(getattr(linear, leaf).shape)
-                if shape != own:
-                    raise SurgeonError(f"merge.source {source}: {key} has shape {shape}, the model's "
-                                       f"layer {i} {role} {leaf} has {own}")
-                plan.append((i, linear, leaf, key))
+    # the pairs of the seam's MAM plan, checked from the headers before the model is touched
+    pairs, src, side = memory_pairs(model, source, layers=layers, lam=init_lam, bias=bias)
+    lam_of = {p.layer: p.lam for p in pairs}
     device = next(model.parameters()).device
     found = {}
-    for i in chosen:
+    for i in sorted(lam_of):
         found[i] = LamGate(lam_of[i]).to(device)
-        model.get_submodule(layer_module_path(model, family, i)).add_module(GATE_ATTR, found[i])
-    for i, linear, leaf, key in plan:
-        own = getattr(linear, leaf)
-        parametrize.register_parametrization(linear, leaf, Interpolate(found[i], src.get(key).to(own)))
-        getattr(linear.parametrizations, leaf).original.requires_grad_(train_target)
+        model.get_submodule(layer_module_path(model, side.family, i)).add_module(GATE_ATTR, found[i])
+    for p in pairs:
+        linear = side.module(p.layer, p.role)
+        own = getattr(linear, p.leaf)
+        parametrize.register_parametrization(linear, p.leaf, Interpolate(found[p.layer], src.get(p.source_key).to(own)))
+        getattr(linear.parametrizations, p.leaf).original.requires_grad_(train_target)
     return found
 
 

@@ -12,9 +12,9 @@ A per-layer init_lam follows the order of `layers` when they are listed, ascendi
 otherwise (`"all"`, `layers_from`).
 
 Static (learnable = false): the q/k/v weights and biases become lam * W_source + (1 - lam) * W_target
-in memory, in float32 as a lerp from the nearer end (torch.lerp, the arithmetic `surgeon merge` uses;
-equal to its output within float rounding, and exactly what Learnable-MAM computes at init_lam), and
-training proceeds on plain weights: no hooks.
+in memory by the seam's in-memory runner, with the combine function of `surgeon merge` (a float32 lerp
+from the nearer end: the same tensors as the file runner, and as Learnable-MAM at init_lam up to
+torch.lerp's fused rounding), and training proceeds on plain weights: no hooks.
 
 Learnable: surgeon.speech.learnable_mam.apply; the returned hooks log lam per layer after every
 optimiser step and every epoch (metrics.jsonl, key "lam" on the "step" and "epoch" lines) and, when the cell ends, bake lam into plain weights, write them with the
@@ -53,15 +53,13 @@ def apply(model, section, offline_model: str | None = None):
 
 def layer_plan(section, num_layers: int) -> tuple[list[int], dict[int, float]]:
     """The merged layers (ascending) and init_lam of each, from layers / layers_from / init_lam."""
-    from surgeon.speech.learnable_mam import _layer_list
+    from surgeon.merging.layers import layer_list, read_layers_file
 
     if section.layers_from:
-        from surgeon.merging.layers import read_layers_file
-
         listed = read_layers_file(section.layers_from, num_layers)  # ascending
     else:
-        listed = _layer_list(section.layers, num_layers) if section.layers == "all" else list(section.layers)
-        _layer_list(listed, num_layers)  # range check
+        listed = layer_list(section.layers, num_layers, "merge.layers") if section.layers == "all" else list(section.layers)
+        layer_list(listed, num_layers, "merge.layers")  # range check
     lam = section.init_lam
     if not isinstance(lam, list):
         return sorted(listed), {i: float(lam) for i in listed}
@@ -97,43 +95,14 @@ def _stand_in(source: str, model) -> str:
 
 
 def static_merge(model, source, *, layers="all", lam=0.1, bias: bool = True) -> list[int]:
-    """MAM in memory: torch.lerp in float32, then the model's dtype. lam: one value, a list (one per
-    chosen layer, ascending) or {layer: value}; bias=False leaves the biases untouched."""
-    import torch
+    """MAM in memory: the seam's in-memory runner (surgeon.merging.mam.merge_in_memory), the combine
+    function `surgeon merge` uses, float32 then the model's dtype. lam: one value, a list (one per
+    chosen layer, ascending) or {layer: value}; bias=False leaves the biases untouched. Returns the
+    merged layers."""
+    from surgeon.merging.mam import merge_in_memory
 
-    from surgeon.hf import family_of_model, layer_module_path
-    from surgeon.io.checkpoint import Checkpoint
-    from surgeon.speech.learnable_mam import ROLES, _lams, _layer_list
-
-    from surgeon.methods.target import Target
-
-    family = family_of_model(model)
-    n, width = Target(model).num_layers, Target(model).hidden_size  # by the family's config keys
-    src = Checkpoint.open(source)
-    if src.dims["num_layers"] != n or src.dims["hidden_size"] != width:
-        raise SurgeonError(f"merge.source {source}: {src.dims['num_layers']} layers of width "
-                           f"{src.dims['hidden_size']}, but the model has {n} layers of width {width}")
-    chosen = _layer_list(layers, n)
-    lam_of = _lams(lam, chosen)
-    bad = [v for v in lam_of.values() if not 0.0 <= v <= 1.0]
-    if bad:
-        raise SurgeonError(f"merge.init_lam: {bad[0]} is outside [0, 1]")
-    with torch.no_grad():
-        for i in chosen:
-            for role in ROLES:
-                linear = model.get_submodule(layer_module_path(model, family, i, role))
-                for leaf in ("weight", "bias") if bias and linear.bias is not None else ("weight",):
-                    own = getattr(linear, leaf)
-                    key = src.role_key(i, role, leaf)
-                    if key not in src.tensors:
-                        raise SurgeonError(f"merge.source {source}: no tensor {key}")
-                    s = src.get(key)
-                    if tuple(s.shape) != tuple(own.shape):
-                        raise SurgeonError(f"merge.source {source}: {key} {tuple(s.shape)} does not match the model's "
-                                           f"layer {i} {role} {leaf} {tuple(own.shape)}")
-                    t = own.detach().float()
-                    own.copy_(torch.lerp(t, s.to(t), torch.tensor(lam_of[i], device=t.device)).to(own.dtype))
-    return chosen
+    pairs = merge_in_memory(model, source, layers=layers, lam=lam, bias=bias)
+    return sorted({p.layer for p in pairs})
 
 
 class LearnableHooks:
