@@ -475,7 +475,8 @@ FAMILIES: dict[str, Family] = {
             modality="image",
             frontend="image",
             tiny=Tiny("BeitConfig", "BeitForImageClassification", dict(
-                _IMAGE, use_relative_position_bias=True, use_mean_pooling=True, layer_scale_init_value=0.1)),
+                _IMAGE, use_relative_position_bias=True, use_mean_pooling=True, layer_scale_init_value=0.1,
+                drop_path_rate=0.0)),  # no stochastic depth: a tiny model's training step is deterministic
             tasks={"classification": "BeitForImageClassification"},
             final_norm=("pooler.layernorm", "layernorm"),
             heads=("classifier", "lm_head"),
@@ -496,7 +497,8 @@ FAMILIES: dict[str, Family] = {
             modality="image",
             frontend="image",
             tiny=Tiny("Data2VecVisionConfig", "Data2VecVisionForImageClassification", dict(
-                _IMAGE, use_relative_position_bias=True, use_mean_pooling=True, layer_scale_init_value=0.1)),
+                _IMAGE, use_relative_position_bias=True, use_mean_pooling=True, layer_scale_init_value=0.1,
+                drop_path_rate=0.0)),  # no stochastic depth: a tiny model's training step is deterministic
             tasks={"classification": "Data2VecVisionForImageClassification"},
             final_norm=("pooler.layernorm", "layernorm"),
             heads=("classifier",),
