@@ -38,7 +38,11 @@ def recipe_format(name: str) -> str:
     return tomllib.loads(bundled_path(name).read_text())["data"]["format"]
 
 
-def test_every_bundled_recipe_validates(miniatures):
+SHARDS = 4  # the ~260 recipes in four tests, so that pytest-xdist's workers share them
+
+
+@pytest.mark.parametrize("shard", range(SHARDS))
+def test_every_bundled_recipe_validates(miniatures, shard):
     """Every bundled recipe whose dataset layout has a miniature (surgeon.data.miniature) validates;
     that covers all of quickstart and recipes/generate.py's (speech recipes are checked by their own
     tests, with their transcribed-speech fixtures)."""
@@ -48,7 +52,7 @@ def test_every_bundled_recipe_validates(miniatures):
     covered = [n for n in names() if recipe_format(n) in (*MINIATURES, "synthetic")]
     assert set(all_recipes()) | {"quickstart"} <= set(covered)
     failures = {}
-    for name in covered:
+    for name in covered[shard::SHARDS]:
         report = validate_recipe(name, overrides_for(name, miniatures), offline_model="tiny")
         if report["problems"]:
             failures[name] = report["problems"]
