@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -152,22 +151,10 @@ def _params(module, name: str, values: dict):
 
 def load_config(path: str | os.PathLike) -> MergeConfig:
     """Read and validate a merge config file; relative refs resolve against its folder."""
-    from surgeon.recipes.load import expand
+    from surgeon.recipes.load import expand, read_toml
 
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise SurgeonError(f"{path}: no such merge config") from None
-    except IsADirectoryError:
-        raise SurgeonError(f"{path}: is a directory, not a merge config") from None
-    except tomllib.TOMLDecodeError as e:
-        raise SurgeonError(f"{path}: not valid TOML ({e})") from None
-    except UnicodeDecodeError as e:
-        raise SurgeonError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise SurgeonError(f"{path}: cannot read ({e.strerror or e})") from None
+    doc = read_toml(path, "merge config")
     here = path.resolve().parent
 
     def resolve(ref):

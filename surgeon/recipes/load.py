@@ -78,12 +78,15 @@ def expand(value: str) -> str:
     return os.path.expanduser(os.path.expandvars(value))
 
 
-def read_toml(path: Path) -> dict:
+def read_toml(path: Path, what: str = "recipe") -> dict:
+    """A TOML file (a recipe, a merge config) as a dict; every way of failing is one line naming it."""
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise SurgeonError(f"{path}: no such recipe") from None
+        raise SurgeonError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise SurgeonError(f"{path}: is a directory, not a {what}") from None
     except tomllib.TOMLDecodeError as e:
         raise SurgeonError(f"{path}: not valid TOML ({e})") from None
     except UnicodeDecodeError as e:
