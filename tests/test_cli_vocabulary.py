@@ -215,14 +215,12 @@ def _commands():
 
 def test_shared_options_have_one_name_and_one_help():
     """Issue 15 item 6: a flag of the shared table means the same, in the same words, on every command
-    that has it (merge and merge-lora: rewritten in parallel, wired to the table when they land)."""
+    that has it."""
     from surgeon_cli.options import SHARED
 
     by_flag = {s.flags[0]: s for s in SHARED.values()}
     seen = set()
     for name, cmd in _commands():
-        if name in ("merge", "merge-lora"):
-            continue
         for param in cmd.params:
             flag = next((f for f in param.opts if f in by_flag), None)
             if flag is None:

@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
+from surgeon_cli.options import option
 from surgeon_cli.render import console, human_bytes, print_json
 
-DTYPE_HELP = "Output dtype of float tensors: float32, float16 or bfloat16 (default: as stored)."
 
 
 def _single_threaded_blas() -> None:
@@ -24,19 +24,19 @@ def merge(
     source: Optional[str] = typer.Option(None, "--source", help="Source model (text or image), or noise:source|noise:target|noise:normal."),
     target: Optional[str] = typer.Option(None, "--target", help="Target model (speech or audio); its architecture is kept."),
     lam: Optional[str] = typer.Option(None, "--lam", help="Interpolation factor in [0, 1]: one value, or a comma list per layer."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output model directory (a .pt file for an authors' BEATs .pt target)."),
+    out: Optional[str] = option("out", more="A model directory (a .pt file for an authors' BEATs .pt target)."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Target layers to merge: 12-19 or 0,3,5 (default: all)."),
     layers_from: Optional[str] = typer.Option(None, "--layers-from", help="JSON file with a `layers` list (from select-layers)."),
     layer_map: Optional[str] = typer.Option(None, "--layer-map", help="SOURCE:TARGET layer pairs, e.g. 0:0,1:2 (different layer counts)."),
     bias: bool = typer.Option(True, "--bias/--no-bias", help="Merge the q/k/v biases too."),
     noise_from: Optional[str] = typer.Option(None, "--noise-from", help="With --source noise:source: the model whose statistics the noise copies."),
     noise_stats: str = typer.Option("model", "--noise-stats", help="Noise statistics: model (pooled over the model's q/k/v, the paper's reading) or tensor (per matrix)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the noise baselines."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan from the headers and write nothing."),
-    as_json: bool = typer.Option(False, "--json", help="Print the plan or the result as JSON."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read pickled checkpoints (torch.load weights_only=True)."),
+    seed: int = option("seed", 0, more="Of the noise baselines."),
+    dtype: Optional[str] = option("dtype"),
+    dry_run: bool = option("dry_run", False, more="The plan, from the headers."),
+    as_json: bool = option("json", False, more="The plan or the result."),
+    force: bool = option("force", False),
+    allow_pickle: bool = option("allow_pickle", False),
     fmt: Optional[str] = typer.Option(None, "--format", help="pt (an authors' BEATs .pt target's layout: its default) or safetensors (a model directory)."),
 ):
     """Multimodal Attention Merging: W = lam * W_source + (1 - lam) * W_target on q, k, v (paper 003);
@@ -145,13 +145,13 @@ def _render_plan(doc: dict) -> None:
 def merge_lora(
     model: str = typer.Argument(..., help="Base model directory (or a surgeon --full output with its LoRA inside)."),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="surgeon adapter dir (inject --out) or PEFT adapter dir."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output model directory (plain model, no LoRA left)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP),
+    out: Optional[str] = option("out", more="A model directory (a plain model, no LoRA left)."),
+    dtype: Optional[str] = option("dtype"),
     verify: bool = typer.Option(False, "--verify/--no-verify", help="Run unmerged and merged on a probe input; print the max difference."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Check and print what would be folded; write nothing."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Read pickled checkpoints (torch.load weights_only=True)."),
+    dry_run: bool = option("dry_run", False, more="Checks and prints what would be folded."),
+    as_json: bool = option("json", False),
+    force: bool = option("force", False),
+    allow_pickle: bool = option("allow_pickle", False),
 ):
     """Fold LoRA into the base weights: W' = W + scaling * B @ A (surgeon or PEFT adapters)."""
     _single_threaded_blas()
@@ -199,8 +199,8 @@ export_app = typer.Typer(help="Write surgeon outputs in other tools' formats.", 
 def export_lora(
     model: str = typer.Argument(..., help="surgeon LoRA adapter dir (inject --out) or --full model dir."),
     format: str = typer.Option("peft", "--format", help="Output format: peft."),
-    out: str = typer.Option(..., "--out", "-o", help="Output adapter directory."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    out: str = option("out", ..., more="An adapter directory."),
+    force: bool = option("force", False),
 ):
     """Write surgeon's LoRA as a PEFT adapter directory (PeftModel.from_pretrained loads it)."""
     from surgeon.errors import SurgeonError
