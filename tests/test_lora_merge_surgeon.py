@@ -120,7 +120,24 @@ def test_verify_prints_max_difference(tiny_dir, tmp_path, capsys):
     adapter, _, _ = make_surgeon_adapter(base, tmp_path / "adapter")
     assert cli("merge-lora", base, "--adapter", adapter, "--out", tmp_path / "merged", "--verify", "--json") == 0
     doc = json.loads(capsys.readouterr().out)
-    assert 0 <= doc["max_difference"] < 1e-5
+    assert 0 <= doc["max_difference"] < 1e-5 and doc["lora_effect"] > 1e-4  # a check of a real change
+
+
+def test_verify_says_an_untrained_adapter_shows_nothing(tiny_dir, tmp_path, capsys):
+    """Issue 15 item 10: with every B zero the merged model is the base, and --verify says so."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    base = tiny_dir("hubert")
+    adapter, _, _ = make_surgeon_adapter(base, tmp_path / "adapter", head=False)
+    f = next(adapter.glob("*.safetensors"))
+    with safe_open(str(f), "pt") as g:
+        meta = g.metadata()
+    tensors = {k: (torch.zeros_like(v) if "lora_B" in k or k.endswith(".B") else v) for k, v in load_file(f).items()}
+    save_file(tensors, str(f), metadata=meta)
+    assert cli("merge-lora", base, "--adapter", adapter, "--out", tmp_path / "merged", "--verify") == 0
+    out = capsys.readouterr().out
+    assert "changes nothing" in out and "shows nothing" in out
 
 
 def test_lora_inside_a_full_model_directory(tiny_dir, tmp_path):

@@ -174,7 +174,7 @@ def merge_lora(
         if verify:
             from surgeon.merging.verify import max_difference
 
-            doc["max_difference"] = max_difference(plan, out)
+            doc.update(max_difference(plan, out))
     if as_json:
         print_json(doc)
         return
@@ -183,6 +183,9 @@ def merge_lora(
           + (f": wrote {doc['out']}" if "out" in doc else f" ({human_bytes(doc['output_bytes'])} output)"))
     if "max_difference" in doc:
         print(f"verify: max |unmerged - merged| = {doc['max_difference']:.3g}")
+        if doc["lora_effect"] == 0:  # nothing was checked: the merged model is the base
+            print("verify: the adapter changes nothing on the probe input (every LoRA B is zero: untrained?), "
+                  "so this shows nothing")
 
 
 def _write_card(out, kind: str, doc: dict) -> None:

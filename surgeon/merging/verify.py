@@ -44,16 +44,20 @@ def attach_lora(model, plan) -> list:
     return handles
 
 
-def max_difference(plan, merged_dir: str | Path) -> float:
-    """Largest absolute difference between the unmerged and the merged model's first output."""
+def max_difference(plan, merged_dir: str | Path) -> dict:
+    """On a probe input: the largest absolute difference between the unmerged and the merged model's
+    first output (`max_difference`), and how much the adapter changes the base's (`lora_effect`): 0
+    means an untrained adapter (every B zero), whose check shows nothing."""
     import torch
 
     from surgeon.hf import load_pretrained
 
     unmerged = load_pretrained(plan.base.path, dtype=torch.float32)
-    attach_lora(unmerged, plan)
-    merged = load_pretrained(merged_dir, dtype=torch.float32)
     x = probe_input(unmerged.config, plan.base.family)
     with torch.no_grad():
-        y0, y1 = unmerged(**x)[0], merged(**x)[0]
-    return (y0.float() - y1.float()).abs().max().item()
+        y_base = unmerged(**x)[0]
+        attach_lora(unmerged, plan)
+        y0 = unmerged(**x)[0]
+        y1 = load_pretrained(merged_dir, dtype=torch.float32)(**x)[0]
+    return {"max_difference": (y0.float() - y1.float()).abs().max().item(),
+            "lora_effect": (y0.float() - y_base.float()).abs().max().item()}
