@@ -167,6 +167,9 @@ def test_launch_settings_come_from_the_recipe_and_the_command_line_wins(tmp_path
                               force=True, resume="auto")
     assert args == ["train", str(recipe), "--set", "train.lr=1e-3", "--fold", "2", "--out", str(tmp_path / "o"),
                     "--force", "--resume", "auto"]
+    with_json = launch.worker_args(str(recipe), set_args=[], fold=None, seed=None, out=tmp_path / "o", force=False,
+                                   resume=None, as_json=True)
+    assert with_json[-1] == "--json"  # rank 0 prints the one JSON object of `train --json --nproc N`
 
 
 def test_the_launcher_reports_the_first_worker_error(tmp_path, monkeypatch):

@@ -86,7 +86,8 @@ def train(
         target = Path(out) if out is not None else default_out(r)
         check_run(r, fold=fold, seed=seed, out=target, force=force, resume=resume)  # bad input: one line, here
         launch.relaunch(plan, launch.worker_args(launch.recipe_argument(recipe), set_args=set_ or [], fold=fold,
-                                                 seed=seed, out=target, force=force, resume=resume))
+                                                 seed=seed, out=target, force=force, resume=resume,
+                                                 as_json=as_json))
         return
     train_here(r, fold=fold, seed=seed, out=out, force=force, resume=resume, as_json=as_json)
 

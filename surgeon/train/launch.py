@@ -152,8 +152,10 @@ def report_worker_error(message: str, code: int) -> bool:
     return True
 
 
-def worker_args(recipe: str, *, set_args: list[str], fold, seed, out: Path, force: bool, resume: str | None) -> list[str]:
-    """The `surgeon train` command line every worker runs (the launch options left out)."""
+def worker_args(recipe: str, *, set_args: list[str], fold, seed, out: Path, force: bool, resume: str | None,
+                as_json: bool = False) -> list[str]:
+    """The `surgeon train` command line every worker runs (the launch options left out); with as_json,
+    rank 0 prints the one JSON object (the other ranks print no summary)."""
     args = ["train", recipe]
     for s in set_args:
         args += ["--set", s]
@@ -166,6 +168,8 @@ def worker_args(recipe: str, *, set_args: list[str], fold, seed, out: Path, forc
         args.append("--force")
     if resume:
         args += ["--resume", resume]
+    if as_json:
+        args.append("--json")
     return args
 
 
