@@ -80,3 +80,35 @@ def test_multilabel_refusals(finetuned, tmp_path):
     (tmp_path / "nolabels.csv").write_text(f'path\n{finetuned["clips"][0]}\n')
     with pytest.raises(SurgeonError, match="no `labels` column"):
         evaluate_multilabel(finetuned["model"], tmp_path / "nolabels.csv")
+
+
+def test_cli_eval_audioset(finetuned, tmp_path, capsys):
+    import json
+
+    from surgeon.beats.fixtures import write_beats_checkpoint
+    from surgeon.beats.multilabel import evaluate_multilabel
+    from surgeon_cli.main import run
+
+    pt = write_beats_checkpoint(tmp_path / "ft.pt", "small", predictor_class=4)
+
+    def invoke(*args):
+        capsys.readouterr()
+        try:
+            run([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        got = capsys.readouterr()
+        return code, got.out, got.err
+
+    out = tmp_path / "metrics.json"
+    code, _, err = invoke("eval-audioset", pt, "--clips", finetuned["manifest"], "--allow-pickle", "--out", out)
+    assert code == 0, err
+    doc = json.loads(out.read_text())
+    assert doc["mAP"] == pytest.approx(evaluate_multilabel(finetuned["model"], finetuned["manifest"])["mAP"])
+    code, _, err = invoke("eval-audioset", pt, "--clips", finetuned["manifest"], "--out", tmp_path / "m2.json")
+    assert code == 2 and "pickle" in err and len(err.strip().splitlines()) == 1, err
+    plain = write_beats_checkpoint(tmp_path / "plain.pt", "small")
+    code, _, err = invoke("eval-audioset", plain, "--clips", finetuned["manifest"], "--allow-pickle")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "m2.json").exists()

@@ -40,8 +40,7 @@ def select_layers(
     plot: Optional[str] = typer.Option(None, "--plot", help="Where to write the bar chart (default: OUT with .png)."),
     force: bool = option("force", False, more="(outputs: selection.json and its chart)."),
     as_json: bool = option("json", False, more="(the selection)."),
-    allow_pickle: bool = typer.Option(
-        False, "--allow-pickle", help="Read pickled checkpoints (the authors' BEATs .pt; torch.load weights_only=True)."),
+    allow_pickle: bool = option("allow_pickle", False, more="(the authors' BEATs .pt files)."),
 ):
     """Score every layer by source/target similarity on paired data and write the top-k selection."""
     import sys
