@@ -15,6 +15,7 @@ import typer
 from surgeon_cli.commands import compare as compare_cmd
 from surgeon_cli.commands import convert as convert_cmd
 from surgeon_cli.commands import demo as demo_cmd
+from surgeon_cli.commands import eval_audioset as eval_audioset_cmd
 from surgeon_cli.commands import export as export_cmd
 from surgeon_cli.commands import inject as inject_cmd
 from surgeon_cli.commands import inspect as inspect_cmd
@@ -64,6 +65,7 @@ app.command("export")(export_cmd.export)
 app.command("tiny")(models_cmd.tiny)
 app.command("train")(train_cmd.train)
 app.command("eval")(train_cmd.eval_)
+app.command("eval-audioset")(eval_audioset_cmd.eval_audioset)
 app.command("validate")(train_cmd.validate)
 app.add_typer(train_cmd.recipes_app, name="recipes")
 app.command("select-layers")(select_layers_cmd.select_layers)

@@ -13,7 +13,7 @@ from surgeon_cli.render import console, print_json
 
 def select_layers(
     source: str = typer.Option(..., "--source", help="Source model (text, e.g. BERT; image, e.g. ViT; or speech/audio)."),
-    target: str = typer.Option(..., "--target", help="Target audio model (HuBERT / wav2vec 2.0 / AST)."),
+    target: str = typer.Option(..., "--target", help="Target audio model (HuBERT / wav2vec 2.0 / AST / BEATs .pt)."),
     pairs: str = typer.Option(..., "--pairs", help="Manifest CSV with path,text[,split] (or an LJ Speech / VCTK directory)."),
     source_pairs: Optional[str] = typer.Option(
         None, "--source-pairs",
@@ -40,6 +40,7 @@ def select_layers(
     plot: Optional[str] = typer.Option(None, "--plot", help="Where to write the bar chart (default: OUT with .png)."),
     force: bool = option("force", False, more="(outputs: selection.json and its chart)."),
     as_json: bool = option("json", False, more="(the selection)."),
+    allow_pickle: bool = option("allow_pickle", False, more="(the authors' BEATs .pt files)."),
 ):
     """Score every layer by source/target similarity on paired data and write the top-k selection."""
     import sys
@@ -57,7 +58,8 @@ def select_layers(
     check_output(plot_out, force=force, inputs=inputs)
     doc = run(source, target, pairs, metric=metric, top_k=top_k, projections=projections, seed=seed,
               batch_size=batch_size, split=split, fraction=fraction, limit=limit, at=at,
-              progress=sys.stderr.isatty(), source_pairs=source_pairs)
+              progress=sys.stderr.isatty(), source_pairs=source_pairs,
+              allow_pickle=allow_pickle)
     json_path, png_path = write_selection(doc, out, plot=plot_out, force=force, inputs=inputs)
     if as_json:
         print_json(doc)

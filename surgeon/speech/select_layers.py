@@ -95,8 +95,9 @@ class Encoder:
     at: str = "attention"  # a key of AT
 
     @property
-    def num_layers(self) -> int:
-        return self.model.config.num_hidden_layers
+    def num_layers(self) -> int:  # BEATs' config names it encoder_layers: the family's config_keys say
+        key = self.family.config_keys.get("num_layers", "num_hidden_layers")
+        return int(self.model.config.to_dict()[key])
 
     def tap(self, i: int) -> tuple[str, str]:
         """Module path and side ("input" / "output") where `at` reads layer i."""
@@ -186,6 +187,16 @@ def _waveform_inputs(enc: Encoder, items):
     for i, w in enumerate(waves):
         wav[i, : w.numel()] = w
         wav_mask[i, : w.numel()] = 1
+
+    if hasattr(enc.model, "token_padding_mask"):
+        # BEATs: its own sample -> token mask (True = padding), "strict": a token touching padding is
+        # dropped, so a clip's kept states are those of the clip alone, whatever it is batched with
+        # (the authors' mode keeps partly padded tokens, whose states depend on the padding)
+        def valid(frames):
+            return (~enc.model.token_padding_mask(wav_mask == 0, "strict")).long()
+
+        kwargs = dict(input_values=wav, attention_mask=wav_mask, mask_mode="strict")
+        return kwargs, valid
 
     def valid(frames):
         lengths = enc.model._get_feat_extract_output_lengths(wav_mask.sum(-1)).clamp(max=frames)
@@ -304,20 +315,27 @@ def read_image_manifest(path, expected: int) -> list:
     return items
 
 
-def open_encoder(ref: str, role: str, at: str = "attention") -> Encoder:
+def open_encoder(ref: str, role: str, at: str = "attention", allow_pickle: bool = False) -> Encoder:
     if at not in AT:
         raise SurgeonError(f"--at: unknown place {at!r}; expected one of {', '.join(AT)}")
     from surgeon.data.features import feature_spec_for
+    from surgeon.frontends import FRONTENDS
     from surgeon.hf import family_of_model, load_pretrained
     from surgeon.io.checkpoint import read_json
+    from surgeon.io.pickle_checkpoint import is_pickle_path
     from surgeon.refs import resolve
 
-    model = load_pretrained(ref)
+    path = resolve(ref)
+    if path.is_file() and is_pickle_path(path):  # the authors' BEATs .pt (refused without allow_pickle)
+        from surgeon.beats.checkpoint import load_pt
+
+        model = load_pt(path, allow_pickle=allow_pickle).eval()
+    else:
+        model = load_pretrained(ref)
     family = family_of_model(model)
     base = getattr(model, family.base_prefix, model)  # the heads are not needed
-    path = resolve(ref)
     pre_file = path / "preprocessor_config.json"
-    pre = read_json(pre_file) if pre_file.is_file() else {}
+    pre = read_json(pre_file) if path.is_dir() and pre_file.is_file() else {}
     config = model.config.to_dict()
     if family.modality == "text":
         import transformers
@@ -337,6 +355,9 @@ def open_encoder(ref: str, role: str, at: str = "attention") -> Encoder:
         # group-norm feature encoders (base models) are trained without an attention mask
         pass_mask = bool(pre.get("return_attention_mask", config.get("feat_extract_norm") == "layer"))
         return Encoder(ref, base, family, at=at, modality="speech", spec=spec, pass_mask=pass_mask)
+    if family.modality == "audio" and FRONTENDS[family.frontend].features == "waveform":
+        # BEATs: an audio model that reads the raw waveform and computes its own fbank (and token mask)
+        return Encoder(ref, base, family, at=at, modality="speech", spec=feature_spec_for(config, family.name))
     if family.modality == "audio":
         return Encoder(ref, base, family, at=at, modality="audio", spec=feature_spec_for(config, family.name))
     if family.modality == "image":
@@ -344,11 +365,11 @@ def open_encoder(ref: str, role: str, at: str = "attention") -> Encoder:
     raise SurgeonError(f"{ref}: select-layers has no input for a {family.modality} model ({family.name}) as the {role}")
 
 
-def check_shapes(source: str, target: str) -> tuple[int, int]:
+def check_shapes(source: str, target: str, allow_pickle: bool = False) -> tuple[int, int]:
     """(num_layers, hidden_size) shared by both checkpoints, read from the headers before any loading."""
     from surgeon.io.checkpoint import Checkpoint
 
-    s, t = Checkpoint.open(source), Checkpoint.open(target)
+    s, t = Checkpoint.open(source, allow_pickle=allow_pickle), Checkpoint.open(target, allow_pickle=allow_pickle)
     sd, td = s.dims, t.dims
     if (sd["num_layers"], sd["hidden_size"]) != (td["num_layers"], td["hidden_size"]):
         raise SurgeonError(
@@ -466,12 +487,13 @@ def random_directions(hidden: int, projections: int, seed: int):
     return ot.sliced.get_random_projections(hidden, projections, seed)
 
 
-def check_modalities(source: str, target: str, source_pairs) -> None:
+def check_modalities(source: str, target: str, source_pairs, allow_pickle: bool = False) -> None:
     """From the headers, before any loading: the target hears the audio; an image source needs its
     image manifest, and only an image source takes one."""
     from surgeon.io.checkpoint import Checkpoint
 
-    src, tgt = Checkpoint.open(source).family, Checkpoint.open(target).family
+    src = Checkpoint.open(source, allow_pickle=allow_pickle).family
+    tgt = Checkpoint.open(target, allow_pickle=allow_pickle).family
     if tgt is not None and tgt.modality not in AUDIO_MODALITIES:
         raise SurgeonError(f"--target {target}: select-layers needs an audio or speech model as the target (it hears "
                            f"the audio); {tgt.name} is a {tgt.modality} model")
@@ -511,12 +533,13 @@ def take_pairs(items: list, *, split: str, fraction: float, limit: int | None, s
 def select_layers(source: str, target: str, pairs, *, metric: str = "swd", top_k: int = 6,
                   projections: int = DEFAULT_PROJECTIONS, seed: int = 0, batch_size: int = 8,
                   split: str = "train", fraction: float = 1.0, limit: int | None = None, at: str = "attention",
-                  progress: bool = False, source_pairs=None) -> dict:
+                  progress: bool = False, source_pairs=None, allow_pickle: bool = False) -> dict:
     """Score every layer pair and choose the top k; returns the selection document (see write_selection).
 
     split / fraction / limit: which pairs (take_pairs); at: where the hidden states are taken (AT).
     source_pairs: for an image source (ViT), a CSV manifest of images, row i going with pair i of
-    `pairs`; the source sees the image, the target hears the audio."""
+    `pairs`; the source sees the image, the target hears the audio. allow_pickle: read pickled
+    checkpoints (the authors' BEATs .pt files), with torch.load(weights_only=True)."""
     import torch
 
     from surgeon.speech.datasets import load_pairs
@@ -535,10 +558,10 @@ def select_layers(source: str, target: str, pairs, *, metric: str = "swd", top_k
         raise SurgeonError("--batch-size: must be at least 1")
     if limit is not None and limit < 1:
         raise SurgeonError("--limit: must be at least 1")
-    num_layers, hidden = check_shapes(source, target)
+    num_layers, hidden = check_shapes(source, target, allow_pickle)
     if not 1 <= top_k <= num_layers:
         raise SurgeonError(f"--top-k: must be between 1 and the number of layers ({num_layers}), got {top_k}")
-    check_modalities(source, target, source_pairs)
+    check_modalities(source, target, source_pairs, allow_pickle)
     index = load_pairs(pairs)
     items = [it for it in index.items if it.path is not None]
     if not items:
@@ -559,7 +582,7 @@ def select_layers(source: str, target: str, pairs, *, metric: str = "swd", top_k
                            + ", ".join(f"{k} {v}" for k, v in sorted(have.items())) + "); choose another --split")
     chosen = take_pairs(items, split=split, fraction=fraction, limit=limit, seed=seed)
     items, source_items = [items[i] for i in chosen], [source_items[i] for i in chosen]
-    src, tgt = open_encoder(source, "source", at), open_encoder(target, "target", at)
+    src, tgt = open_encoder(source, "source", at, allow_pickle), open_encoder(target, "target", at, allow_pickle)
 
     torch.manual_seed(seed)
     acc = Accumulator(num_layers, random_directions(hidden, projections, seed))
