@@ -93,14 +93,3 @@ def cli(capsys):
 
     return invoke
 
-
-# module fixtures that train a whole run: every test using one goes to the same xdist worker, so the run
-# is trained once (with --dist loadgroup), not once per worker that happens to get one of its tests
-SHARED_RUNS = {"runs", "quickstart_run", "uninterrupted"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        shared = SHARED_RUNS & set(getattr(item, "fixturenames", ()))
-        if shared and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{min(shared)}"))

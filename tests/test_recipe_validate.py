@@ -38,7 +38,7 @@ def recipe_format(name: str) -> str:
     return tomllib.loads(bundled_path(name).read_text())["data"]["format"]
 
 
-SHARDS = 4  # the ~260 recipes in four tests, so that pytest-xdist's workers share them
+SHARDS = 4  # the ~260 recipes in four tests: a failure names its shard, and -k can run one
 
 
 @pytest.mark.parametrize("shard", range(SHARDS))
