@@ -82,24 +82,17 @@ def test_multilabel_refusals(finetuned, tmp_path):
         evaluate_multilabel(finetuned["model"], tmp_path / "nolabels.csv")
 
 
-def test_cli_eval_audioset(finetuned, tmp_path, capsys):
+def test_cli_eval_audioset(finetuned, tmp_path, cli):
     import json
 
     from surgeon.beats.fixtures import write_beats_checkpoint
     from surgeon.beats.multilabel import evaluate_multilabel
-    from surgeon_cli.main import run
 
     pt = write_beats_checkpoint(tmp_path / "ft.pt", "small", predictor_class=4)
 
     def invoke(*args):
-        capsys.readouterr()
-        try:
-            run([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        got = capsys.readouterr()
-        return code, got.out, got.err
+        r = cli(*args)
+        return r.code, r.out, r.err
 
     out = tmp_path / "metrics.json"
     code, _, err = invoke("eval-audioset", pt, "--clips", finetuned["manifest"], "--allow-pickle", "--out", out)
