@@ -172,9 +172,9 @@ def merge_lora(
         doc["out"] = str(run_fold(plan, out, force=force))
         _write_card(doc["out"], "fold_card", doc)
         if verify:
-            from surgeon.merging.verify import max_difference
+            from surgeon.merging.verify import check_fold
 
-            doc.update(max_difference(plan, out))
+            doc.update(check_fold(plan, out))
     if as_json:
         print_json(doc)
         return

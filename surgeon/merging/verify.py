@@ -44,7 +44,7 @@ def attach_lora(model, plan) -> list:
     return handles
 
 
-def max_difference(plan, merged_dir: str | Path) -> dict:
+def check_fold(plan, merged_dir: str | Path) -> dict:
     """On a probe input: the largest absolute difference between the unmerged and the merged model's
     first output (`max_difference`), and how much the adapter changes the base's (`lora_effect`): 0
     means an untrained adapter (every B zero), whose check shows nothing."""

@@ -13,8 +13,8 @@ otherwise (`"all"`, `layers_from`).
 
 Static (learnable = false): the q/k/v weights and biases become lam * W_source + (1 - lam) * W_target
 in memory by the seam's in-memory runner, with the combine function of `surgeon merge` (a float32 lerp
-from the nearer end: the same tensors as the file runner, and as Learnable-MAM at init_lam up to
-torch.lerp's fused rounding), and training proceeds on plain weights: no hooks.
+from the nearer end, a multiply then an add: bit for bit the tensors of the file runner and of
+Learnable-MAM at init_lam), and training proceeds on plain weights: no hooks.
 
 Learnable: surgeon.speech.learnable_mam.apply; the returned hooks log lam per layer after every
 optimiser step and every epoch (metrics.jsonl, key "lam" on the "step" and "epoch" lines) and, when the cell ends, bake lam into plain weights, write them with the
