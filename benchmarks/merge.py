@@ -141,6 +141,7 @@ def measure(cmd: list[str], cleanup: Path | None = None) -> tuple[float, int]:
             shutil.rmtree(cleanup, ignore_errors=True) if cleanup.is_dir() else cleanup.unlink(missing_ok=True)
 
     clean()
+    os.sync()  # start with no dirty pages of the previous command's output still being written back
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         start = time.perf_counter()

@@ -143,11 +143,6 @@ class CheckpointWriter:
             if end > begin:
                 self._copier.submit(file, begin, end - begin, self._fd(si), offset)
 
-    def flush(self) -> None:
-        """Start copying the tensors copied so far now (a caller about to compute the next tensor calls
-        it, so the kernel copies meanwhile); without it they start with the next tensor written."""
-        self._flush()
-
     def _fd(self, si: int) -> int:
         return self._files[si].fileno()  # shards open in order, each once
 

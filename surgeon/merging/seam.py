@@ -144,7 +144,6 @@ def emitter(plan: Plan):
                 return
             t = read_float32(base, op.key)
         else:
-            writer.flush()  # the copies before this tensor run while it is computed
             arrays = [read_float32(plan.checkpoints[i.ckpt], i.key, view=plan.views) for i in op.inputs]
             t = op.combine(arrays, op)
         put(writer, spec, to_bytes(t, spec.dtype))
