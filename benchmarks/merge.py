@@ -8,7 +8,11 @@ Measured side by side in one run, each command in its own process (wall time; pe
   surgeon merge ties.toml (3 models) vs  load all four state dicts + TIES per tensor + save_file
                                      vs  reading the four inputs once (cat > /dev/null), and cp of the base
 Goals: peak memory <= 1/4 of the naive way's, wall time <= 1/2 of it; MAM within 1.5x of cp, an
-N-model merge within 1.2x of reading its inputs once.
+N-model merge within 1.2x of reading its inputs once. Beside the MAM merge, its fixed cost: the same
+command with --dry-run (interpreter, imports, typer's parsing, the plan from the headers).
+
+surgeon's modules are byte-compiled first (as `pip install` does), and the dirty pages of one
+command's output are written back (sync) before the next is timed, so none pays for another's.
 
 Checkpoints (cached in benchmarks/.cache/, ~1.3 GB each at --size large): a bert-large-shaped
 source/base (24 x 1024, the paper's BERT), two more of its shape (the TIES models), a hubert-large-
