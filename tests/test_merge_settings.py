@@ -166,6 +166,8 @@ def test_a_gradient_of_weights_takes_each_layer_from_its_model(pair, tmp_path):
         assert torch.equal(t, expect[key]), key
     assert torch.equal(out[ck.role_key(0, "q")], ta[ck.role_key(0, "q")])
     assert torch.equal(out[ck.role_key(1, "q")], tb[ck.role_key(1, "q")])
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "linear merge of 2 models" in card and "weight per layer or tensor" in card
 
 
 def test_each_tensor_equals_a_scalar_merge_with_its_own_values(pair, tmp_path):

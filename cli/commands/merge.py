@@ -122,6 +122,7 @@ def _merge_config(path: str, out, *, dtype, dry_run: bool, as_json: bool, force:
             out_.print(f"  [dim]{key}[/dim] " + " ".join(f"{k} {_value(v)}" for k, v in values.items()))
         return
     path_out = run_multi(plan, out, force=force)
+    _write_card(path_out, "multi_card", doc)
     if as_json:
         print_json({"out": str(path_out), **doc})
     else:
