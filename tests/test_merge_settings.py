@@ -260,3 +260,18 @@ def test_mam_combine_is_the_file_paths_interpolation():
         got = method("mam").combine(TensorTask("k", (src,), tgt, (1.0,), (1.0,)), make_params("mam", {"lam": lam}))
         assert torch.equal(got, torch.from_numpy(interpolate(src.numpy(), tgt.numpy(), lam))), lam
     assert torch.equal(method("mam").combine(TensorTask("k", (src,), tgt, (1.0,), (1.0,)), make_params("mam", {"lam": 1.0})), src)
+
+
+def test_roles_flag_for_mam_and_instead_of_a_configs(tiny_dir, tmp_path, capsys):
+    src, tgt = tiny_dir("bert"), tiny_dir("hubert")
+    capsys.readouterr()
+    assert cli("merge", "--source", src, "--target", tgt, "--lam", "0.5", "--roles", "q,o", "--dry-run", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    ck = Checkpoint.open(tgt)
+    assert doc["roles"] == ["q", "o"] and ck.role_key(0, "o") in doc["merged_tensors"]
+    assert ck.role_key(0, "k") not in doc["merged_tensors"]
+    assert cli("merge", "--source", src, "--target", tgt, "--lam", "0.5", "--roles", "q,kk", "--dry-run") == 2
+    assert "--roles: unknown role 'kk' (did you mean 'k'?)" in capsys.readouterr().err
+    cfg = write_config(tmp_path / "mam.toml", "mam", [{"ref": src}], base=tgt, parameters={"lam": 0.5})
+    assert cli("merge", cfg, "--roles", "v", "--dry-run", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["roles"] == ["v"]

@@ -29,6 +29,7 @@ def merge(
     layers_from: Optional[str] = typer.Option(None, "--layers-from", help="JSON file with a `layers` list (from select-layers)."),
     layer_map: Optional[str] = typer.Option(None, "--layer-map", help="SOURCE:TARGET layer pairs, e.g. 0:0,1:2 (different layer counts)."),
     bias: bool = typer.Option(True, "--bias/--no-bias", help="Merge the q/k/v biases too."),
+    roles: Optional[str] = typer.Option(None, "--roles", help="Roles to merge, e.g. q,k,v (MAM's default) or q,k,v,o; with a config: instead of its `roles`."),
     noise_from: Optional[str] = typer.Option(None, "--noise-from", help="With --source noise:source: the model whose statistics the noise copies."),
     noise_stats: str = typer.Option("model", "--noise-stats", help="Noise statistics: model (pooled over the model's q/k/v, the paper's reading) or tensor (per matrix)."),
     seed: int = option("seed", 0, more="Of the noise baselines."),
@@ -54,13 +55,17 @@ def merge(
         if given:
             raise SurgeonError(f"{given[0]}: a MAM flag; with a merge config, the config says what to merge")
         return _merge_config(config, out, dtype=dtype, dry_run=dry_run, as_json=as_json, force=force,
-                             allow_pickle=allow_pickle, fmt=fmt)
+                             allow_pickle=allow_pickle, fmt=fmt, roles=roles)
     for flag, value in (("--source", source), ("--target", target), ("--lam", lam)):
         if value is None:
             raise SurgeonError(f"{flag}: missing (MAM needs --source, --target and --lam; or give a merge config)")
     tgt = Checkpoint.open(target, allow_pickle=allow_pickle)
     src = open_source(source, tgt, noise_from, allow_pickle, noise_stats)
-    plan = build_plan(tgt, src, lam, layers, layers_from, layer_map, bias, dtype, seed)
+    from surgeon.merging.config import parse_roles
+    from surgeon.merging.pairs import ROLES
+
+    chosen = parse_roles(roles) if roles is not None else ROLES
+    plan = build_plan(tgt, src, lam, layers, layers_from, layer_map, bias, dtype, seed, roles=chosen)
     _finish_mam(plan, out, fmt, dry_run=dry_run, as_json=as_json, force=force)
 
 
@@ -89,14 +94,16 @@ def _finish_mam(plan, out, fmt, *, dry_run: bool, as_json: bool, force: bool) ->
 
 
 def _merge_config(path: str, out, *, dtype, dry_run: bool, as_json: bool, force: bool, allow_pickle: bool,
-                  fmt: Optional[str] = None) -> None:
+                  fmt: Optional[str] = None, roles: Optional[str] = None) -> None:
     from surgeon.errors import SurgeonError
-    from surgeon.merging.config import load_config
+    from surgeon.merging.config import load_config, parse_roles
     from surgeon.merging.multi import MultiPlan, build_multi_plan, run_multi
 
     config = load_config(path)
     if dtype is not None:  # --dtype overrides the config's
         config = config.model_copy(update={"dtype": dtype})
+    if roles is not None:  # and --roles its roles
+        config = config.model_copy(update={"roles": parse_roles(roles)})
     plan = build_multi_plan(config, allow_pickle=allow_pickle)
     if not isinstance(plan, MultiPlan):  # a method with its own plan: MAM
         return _finish_mam(plan, out, fmt, dry_run=dry_run, as_json=as_json, force=force)

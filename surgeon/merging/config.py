@@ -157,6 +157,15 @@ class MergeConfig(BaseModel):
         return method(self.method)
 
 
+def parse_roles(text: str, option: str = "--roles") -> list[str]:
+    """'q,k,v' -> ["q", "k", "v"], each an anatomy role (a one-line error with a did-you-mean otherwise)."""
+    roles = [r.strip() for r in text.split(",") if r.strip()]
+    try:
+        return MergeConfig._known_roles(roles)
+    except ValueError as e:
+        raise SurgeonError(f"{option}: {e}") from None
+
+
 def role_names() -> tuple[str, ...]:
     """Every role some family's checkpoint keys have (anatomy.py), in a stable order."""
     from surgeon.anatomy import FAMILIES
