@@ -11,38 +11,7 @@ from surgeon.errors import SurgeonError
 from surgeon.io.checkpoint import Checkpoint
 from surgeon.merging.config import parse_config
 from surgeon.merging.settings import Where, evaluate, layer_t, parse_setting, where_in
-
-
-def toml_value(v) -> str:
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return json.dumps(v)
-
-
-def write_config(path, method, models, *, base=None, roles=None, parameters=None):
-    lines = [f'method = "{method}"']
-    if base:
-        lines.append(f'base = "{base}"')
-    if roles:
-        lines.append(f"roles = {toml_value(roles)}")
-    if parameters:
-        lines.append("[parameters]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in parameters.items()]
-    for m in models:
-        lines.append("[[models]]")
-        lines += [f"{k} = {toml_value(str(v) if k == 'ref' else v)}" for k, v in m.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def cli(*args) -> int:
-    from surgeon_cli.main import run
-
-    with pytest.raises(SystemExit) as e:
-        run([str(a) for a in args])
-    return e.value.code
+from test_merge_seam import cli, write_config  # noqa: E402 (the config writer and CLI runner of the seam tests)
 
 
 def tensors(path) -> dict:
