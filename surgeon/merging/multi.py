@@ -84,13 +84,28 @@ def selected(layout: Checkpoint, key: str, roles) -> bool:
     return bool(parsed) and parsed[2] in roles and parsed[3] in ("weight", "bias")
 
 
+def open_model(ref: str, key: str, allow_pickle: bool = False) -> Checkpoint:
+    """A model of the config; a surgery directory (a PETL run's adapter alone) gets the way to a model."""
+    from surgeon.api import is_adapter_dir
+    from surgeon.refs import resolve
+
+    try:
+        path = resolve(ref)
+    except SurgeonError:
+        path = None
+    if path is not None and is_adapter_dir(path):
+        raise SurgeonError(f"{key}: {ref} is a surgery directory (an adapter without its model); merges take models: "
+                           f"`surgeon export {ref} --as model --out DIR` folds a LoRA, BitFit or full run into one")
+    return Checkpoint.open(ref, allow_pickle=allow_pickle)
+
+
 def build_multi_plan(config, *, allow_pickle: bool = False) -> Plan:
     """The plan of a merge config: the same-family plan below, or the method's own (`build`)."""
     module = config.module()
     if hasattr(module, "build"):
         return module.build(config, allow_pickle=allow_pickle)
-    models = [Checkpoint.open(m.ref, allow_pickle=allow_pickle) for m in config.models]
-    base = Checkpoint.open(config.base, allow_pickle=allow_pickle) if config.base else None
+    models = [open_model(m.ref, f"models.{i}.ref", allow_pickle) for i, m in enumerate(config.models)]
+    base = open_model(config.base, "base", allow_pickle) if config.base else None
     layout = base or models[0]
     for m, ck in zip(config.models, models):
         if ck.family.name != layout.family.name:
