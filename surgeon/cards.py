@@ -158,6 +158,26 @@ def merge_card(doc: dict) -> Card:
         summary="Multimodal Attention Merging (paper 003): a plain transformers model.", family=tgt.get("family"))
 
 
+def multi_card(doc: dict) -> Card:
+    """`surgeon merge config.toml` (several models of one family), from its plan's description."""
+    models = doc.get("models") or []
+    base = doc.get("base") or {}
+    made = ([f"base: {base.get('ref')} ({base.get('family')})"] if base else [])
+    made += [f"model: {m.get('ref')} (weight {_setting(m.get('weight'))}, density {_setting(m.get('density'))})" for m in models]
+    params = ", ".join(f"{k} {_setting(v)}" for k, v in (doc.get("parameters") or {}).items() if v is not None)
+    made.append(f"{doc.get('method')} on {', '.join(doc['roles']) if doc.get('roles') else 'every float tensor'}"
+                + (f" ({params})" if params else ""))
+    family = (base or (models[0] if models else {})).get("family")
+    return model_card(f"{doc.get('method')} merge of {len(models)} models", made,
+                      summary="A merge of models of one family (surgeon merge config.toml): a plain transformers model.",
+                      family=family)
+
+
+def _setting(v) -> str:
+    """A number as %g; a per-layer or per-tensor setting as 'per layer'."""
+    return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else ("per layer or tensor" if isinstance(v, list) else str(v))
+
+
 def fold_card(doc: dict) -> Card:
     """`surgeon merge-lora` (LoRA folded into the base), from its plan's description."""
     adapter = doc.get("adapter") or {}

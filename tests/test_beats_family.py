@@ -219,3 +219,18 @@ def test_the_data_gives_beats_the_raw_waveform():
 
     spec = feature_spec_for(beats_cfg(), "beats")
     assert spec.kind == "waveform" and spec.normalize_waveform is False and spec.sample_rate == 16_000
+
+
+def test_mam_config_into_a_pt(pt, tiny_dir, tmp_path, cli):
+    """method = "mam" in a merge config writes the authors' layout as the flags do; the pickle stays
+    refused without --allow-pickle."""
+    from test_merge_seam import write_config
+
+    cfg = write_config(tmp_path / "mam.toml", "mam", [{"ref": tiny_dir("vit")}], base=pt,
+                       parameters={"lam": 0.1, "layers": [1]})
+    r = cli("merge", cfg, "--out", tmp_path / "refused.pt")
+    assert r.code == 2 and "--allow-pickle" in r.err and not (tmp_path / "refused.pt").exists()
+    r = cli("merge", cfg, "--allow-pickle", "--out", tmp_path / "merged.pt")
+    assert r.code == 0, r.err
+    src, got = torch.load(pt, weights_only=True), torch.load(tmp_path / "merged.pt", weights_only=True)
+    check_mam(src["model"], got["model"], vit_state(tiny_dir), 0.1, [1])

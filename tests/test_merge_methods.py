@@ -92,7 +92,7 @@ def close(actual, expected, atol=1e-5):
 # --- the registry --------------------------------------------------------------------------------
 
 def test_registry_names_and_modules():
-    assert names() == ("linear", "task-arithmetic", "ties", "dare-linear", "dare-ties", "slerp")
+    assert names() == ("linear", "task-arithmetic", "ties", "dare-linear", "dare-ties", "slerp", "mam")
     for name in names():
         module = method(name)
         assert name in module.NAMES
@@ -243,14 +243,22 @@ def test_dare_seed_is_reproducible_and_order_independent():
     assert torch.equal(_combine("dare-linear", two, seed=3), _combine("dare-linear", one, seed=3))
 
 
+REQUIRED = {"slerp": {"t": 0.4}, "mam": {"lam": 0.4}}  # parameters without a default
+
+
+def _count(name: str, most: int) -> int:
+    """As many models as `name` takes, at most `most`."""
+    low, high = method(name).MODELS
+    return max(low, most if high is None else min(high, most))
+
+
 def test_inputs_are_never_modified():
     base, xs = _tensors(3)
     before = [x.clone() for x in (base,) + xs]
     for name in names():
-        n = 2 if name == "slerp" else 3
-        params = {"t": 0.4} if name == "slerp" else {}
-        _combine(name, _task(xs[:n], base, (0.3, 0.3, 0.4)[:n], (0.5, 0.5, 0.5)[:n] if "dare" in name or
-                              name == "ties" else None), **params)
+        n = _count(name, 3)
+        _combine(name, _task(xs[:n], base, (0.3, 0.3, 0.4)[:n], (0.5, 0.5, 0.5)[:n] if method(name).USES_DENSITY
+                              else None), **REQUIRED.get(name, {}))
     assert all(torch.equal(x, y) for x, y in zip(before, (base,) + xs))
 
 
@@ -258,9 +266,9 @@ def test_shapes_of_every_kind():
     for shape in [(), (7,), (3, 4, 5)]:
         base, xs = _tensors(2, shape)
         for name in names():
-            params = {"t": 0.4} if name == "slerp" else {}
-            out = _combine(name, _task(xs, base, (0.5, 0.5), (0.5, 0.5) if "dare" in name or name == "ties" else None),
-                           **params)
+            n = _count(name, 2)
+            out = _combine(name, _task(xs[:n], base, (0.5, 0.5)[:n], (0.5, 0.5)[:n] if method(name).USES_DENSITY else None),
+                           **REQUIRED.get(name, {}))
             assert out.shape == xs[0].shape and out.dtype == torch.float32, (name, shape)
 
 

@@ -162,6 +162,15 @@ def three(tiny_dir, tmp_path):
     return out
 
 
+def toml_value(v) -> str:
+    """A TOML value: inline tables and arrays as TOML writes them, scalars as JSON (the same there)."""
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(v)
+
+
 def write_config(path, method, models, *, base=None, roles=None, dtype=None, parameters=None):
     lines = [f'method = "{method}"']
     if base:
@@ -169,13 +178,13 @@ def write_config(path, method, models, *, base=None, roles=None, dtype=None, par
     if dtype:
         lines.append(f'dtype = "{dtype}"')
     if roles:
-        lines.append("roles = [" + ", ".join(f'"{r}"' for r in roles) + "]")
+        lines.append(f"roles = {toml_value(roles)}")
     if parameters:
         lines.append("[parameters]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in parameters.items()]
+        lines += [f"{k} = {toml_value(v)}" for k, v in parameters.items()]
     for m in models:
         lines.append("[[models]]")
-        lines += [f'{k} = {json.dumps(str(v) if k == "ref" else v)}' for k, v in m.items()]
+        lines += [f"{k} = {toml_value(str(v) if k == 'ref' else v)}" for k, v in m.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
 

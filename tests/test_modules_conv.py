@@ -149,3 +149,69 @@ def test_grid_without_special_tokens():
     module = randomize(LookAsideAdapter(D, 4, axis="frequency"))
     module.layout = TokenLayout(num_special=0, freq=3, time=4)
     assert module(torch.randn(2, 12, D)).shape == (2, 12, D)
+
+
+def _train_padded(module, items, length):
+    """The Conformer adapter in training mode on `items` ([L_i, D] each) padded with noise to `length`,
+    under their frame mask: (outputs at the real frames, running mean, running var)."""
+    from surgeon.modules.padding import set_mask
+
+    x = torch.randn(len(items), length, D) * 5  # the padding is noise: it must count for nothing
+    keep = torch.zeros(len(items), length, dtype=torch.bool)
+    for i, item in enumerate(items):
+        x[i, : len(item)], keep[i, : len(item)] = item, True
+    module.batch_norm.reset_running_stats()
+    set_mask(keep)
+    try:
+        out = module(x)
+    finally:
+        set_mask(None)
+    return [out[i, : len(item)] for i, item in enumerate(items)], module.batch_norm.running_mean.clone(), \
+        module.batch_norm.running_var.clone()
+
+
+def test_conformer_batchnorm_statistics_leave_padding_out_in_training():
+    """In training, BatchNorm's batch statistics and running statistics come from the real frames only:
+    the same clips padded to two lengths (with different noise as padding) give the same outputs and the
+    same running statistics; and they are the statistics of the real frames gathered."""
+    torch.manual_seed(0)
+    module = randomize(ConformerAdapter(D, 4, kernel=3)).train()
+    items = [torch.randn(n, D) for n in (9, 5, 7)]
+    short, mean_s, var_s = _train_padded(module, items, 9)
+    long, mean_l, var_l = _train_padded(module, items, 14)
+    for a, b in zip(short, long):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mean_s, mean_l)
+    torch.testing.assert_close(var_s, var_l)
+    # against torch's BatchNorm on the real frames gathered (each clip's conv taken on its own, zero padded)
+    bn = module.batch_norm
+    convs = []
+    for item in items:
+        h = module.glu(module.pointwise_down(module.norm(item[None])))
+        convs.append(module.depthwise(F.pad(h.transpose(1, 2), module.padding)))
+    gathered = torch.cat(convs, dim=2)  # [1, b, N]
+    reference = torch.nn.BatchNorm1d(4).train()
+    reference.load_state_dict({**bn.state_dict(), "running_mean": torch.zeros(4), "running_var": torch.ones(4),
+                               "num_batches_tracked": torch.tensor(0)})
+    with torch.no_grad():
+        normed = reference(gathered)
+    torch.testing.assert_close(mean_s, reference.running_mean)
+    torch.testing.assert_close(var_s, reference.running_var)
+    want = module.pointwise_up(module.swish(normed).transpose(1, 2))[0]
+    torch.testing.assert_close(torch.cat(short), want, atol=1e-5, rtol=1e-5)
+
+
+def test_conformer_batchnorm_without_padding_is_torchs():
+    from surgeon.modules.conformer import MaskedBatchNorm1d
+    from surgeon.modules.padding import set_mask
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 10)
+    ours, theirs = MaskedBatchNorm1d(4).train(), torch.nn.BatchNorm1d(4).train()
+    set_mask(torch.ones(3, 10, dtype=torch.bool))
+    try:
+        assert torch.equal(ours(x, torch.ones(3, 10, dtype=torch.bool)), theirs(x))
+    finally:
+        set_mask(None)
+    assert torch.equal(ours(x), theirs(x)) and torch.equal(ours.running_var, theirs.running_var)
+    assert set(ours.state_dict()) == set(theirs.state_dict())  # saved adapters load either way

@@ -20,7 +20,7 @@ def _single_threaded_blas() -> None:
 
 
 def merge(
-    config: Optional[str] = typer.Argument(None, help="A TOML merge config (linear, task-arithmetic, ties, dare-*, slerp); without it: MAM from the flags."),
+    config: Optional[str] = typer.Argument(None, help="A TOML merge config (linear, task-arithmetic, ties, dare-*, slerp, mam); without it: MAM from the flags."),
     source: Optional[str] = typer.Option(None, "--source", help="Source model (text or image), or noise:source|noise:target|noise:normal."),
     target: Optional[str] = typer.Option(None, "--target", help="Target model (speech or audio); its architecture is kept."),
     lam: Optional[str] = typer.Option(None, "--lam", help="Interpolation factor in [0, 1]: one value, or a comma list per layer."),
@@ -29,6 +29,7 @@ def merge(
     layers_from: Optional[str] = typer.Option(None, "--layers-from", help="JSON file with a `layers` list (from select-layers)."),
     layer_map: Optional[str] = typer.Option(None, "--layer-map", help="SOURCE:TARGET layer pairs, e.g. 0:0,1:2 (different layer counts)."),
     bias: bool = typer.Option(True, "--bias/--no-bias", help="Merge the q/k/v biases too."),
+    roles: Optional[str] = typer.Option(None, "--roles", help="Roles to merge, e.g. q,k,v (MAM's default) or q,k,v,o; with a config: instead of its `roles`."),
     noise_from: Optional[str] = typer.Option(None, "--noise-from", help="With --source noise:source: the model whose statistics the noise copies."),
     noise_stats: str = typer.Option("model", "--noise-stats", help="Noise statistics: model (pooled over the model's q/k/v, the paper's reading) or tensor (per matrix)."),
     seed: int = option("seed", 0, more="Of the noise baselines."),
@@ -41,7 +42,7 @@ def merge(
 ):
     """Multimodal Attention Merging: W = lam * W_source + (1 - lam) * W_target on q, k, v (paper 003);
     or, given a TOML config, a merge of several models of one family (linear, task-arithmetic, ties,
-    dare-linear, dare-ties, slerp)."""
+    dare-linear, dare-ties, slerp), or MAM itself (method = "mam")."""
     from surgeon.errors import SurgeonError
     from surgeon.io.checkpoint import Checkpoint
     from surgeon.merging.plan import build_plan, open_source
@@ -54,15 +55,25 @@ def merge(
         if given:
             raise SurgeonError(f"{given[0]}: a MAM flag; with a merge config, the config says what to merge")
         return _merge_config(config, out, dtype=dtype, dry_run=dry_run, as_json=as_json, force=force,
-                             allow_pickle=allow_pickle)
+                             allow_pickle=allow_pickle, fmt=fmt, roles=roles)
     for flag, value in (("--source", source), ("--target", target), ("--lam", lam)):
         if value is None:
             raise SurgeonError(f"{flag}: missing (MAM needs --source, --target and --lam; or give a merge config)")
     tgt = Checkpoint.open(target, allow_pickle=allow_pickle)
     src = open_source(source, tgt, noise_from, allow_pickle, noise_stats)
-    plan = build_plan(tgt, src, lam, layers, layers_from, layer_map, bias, dtype, seed)
+    from surgeon.merging.config import parse_roles
+    from surgeon.merging.pairs import ROLES
+
+    chosen = parse_roles(roles) if roles is not None else ROLES
+    plan = build_plan(tgt, src, lam, layers, layers_from, layer_map, bias, dtype, seed, roles=chosen)
+    _finish_mam(plan, out, fmt, dry_run=dry_run, as_json=as_json, force=force)
+
+
+def _finish_mam(plan, out, fmt, *, dry_run: bool, as_json: bool, force: bool) -> None:
+    """Print or write a MAM plan (from the flags or from a config with method = "mam")."""
     from surgeon.beats.merge_output import output_format, run_beats_merge
 
+    tgt = plan.target
     fmt = output_format(tgt, fmt)
     doc = plan.describe()
     if dry_run:
@@ -82,14 +93,22 @@ def merge(
         print(f"merged {doc['num_merged']} tensors in {len(doc['layers'])} layers, copied {doc['num_copied']}: wrote {path}")
 
 
-def _merge_config(path: str, out, *, dtype, dry_run: bool, as_json: bool, force: bool, allow_pickle: bool) -> None:
-    from surgeon.merging.config import load_config
-    from surgeon.merging.multi import build_multi_plan, run_multi
+def _merge_config(path: str, out, *, dtype, dry_run: bool, as_json: bool, force: bool, allow_pickle: bool,
+                  fmt: Optional[str] = None, roles: Optional[str] = None) -> None:
+    from surgeon.errors import SurgeonError
+    from surgeon.merging.config import load_config, parse_roles
+    from surgeon.merging.multi import MultiPlan, build_multi_plan, run_multi
 
     config = load_config(path)
     if dtype is not None:  # --dtype overrides the config's
         config = config.model_copy(update={"dtype": dtype})
+    if roles is not None:  # and --roles its roles
+        config = config.model_copy(update={"roles": parse_roles(roles)})
     plan = build_multi_plan(config, allow_pickle=allow_pickle)
+    if not isinstance(plan, MultiPlan):  # a method with its own plan: MAM
+        return _finish_mam(plan, out, fmt, dry_run=dry_run, as_json=as_json, force=force)
+    if fmt is not None:
+        raise SurgeonError(f"--format: for a BEATs .pt target; {config.method} writes a model directory")
     doc = plan.describe()
     if dry_run:
         if as_json:
@@ -100,19 +119,33 @@ def _merge_config(path: str, out, *, dtype, dry_run: bool, as_json: bool, force:
         if doc["base"]:
             out_.print(f"base     {doc['base']['ref']} ({doc['base']['family']})")
         for m in doc["models"]:
-            out_.print(f"model    {m['ref']} ({m['family']}) weight {m['weight']:g} density {m['density']:g}")
+            out_.print(f"model    {m['ref']} ({m['family']}) weight {_value(m['weight'])} density {_value(m['density'])}")
         out_.print(f"roles    {', '.join(doc['roles']) if doc['roles'] else 'every tensor'}")
         out_.print(f"tensors  {doc['num_merged']} merged, {doc['num_copied']} copied"
                    + (f", written as {doc['dtype']}" if doc["dtype"] else ""))
         out_.print(f"output   {human_bytes(doc['output_bytes'])}")
         out_.print(f"memory   about {human_bytes(doc['peak_tensor_bytes'])} of tensors at a time (plus the Python runtime)")
+        for key, values in doc.get("values", {}).items():  # per-layer or per-tensor settings
+            out_.print(f"  [dim]{key}[/dim] " + " ".join(f"{k} {_value(v)}" for k, v in values.items()))
         return
     path_out = run_multi(plan, out, force=force)
+    _write_card(path_out, "multi_card", doc)
     if as_json:
         print_json({"out": str(path_out), **doc})
     else:
         print(f"{doc['method']}: merged {doc['num_merged']} tensors of {len(doc['models'])} models, "
               f"copied {doc['num_copied']}: wrote {path_out}")
+
+
+def _value(v) -> str:
+    """A number, a list of numbers, or a setting as given, compactly."""
+    if isinstance(v, (int, float)):
+        return f"{v:g}"
+    if isinstance(v, list) and all(isinstance(x, (int, float)) for x in v):
+        return "[" + ", ".join(f"{x:g}" for x in v) + "]"
+    import json
+
+    return json.dumps(v)
 
 
 def _render_plan(doc: dict) -> None:

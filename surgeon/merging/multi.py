@@ -4,10 +4,13 @@ The output has the layout of the base (or, for methods without one, of the first
 merged tensor reads the same tensor of each model (and of the base) in float32, hands them to the
 method's `combine` as one TensorTask, and is cast once to the output dtype; every other tensor is
 copied from the layout checkpoint bit for bit. With `roles`, only the tensors of those anatomy roles
-(in every layer) are merged; without, every float tensor is. All of it is checked from the headers.
+(in every layer) are merged; without, every float tensor is. Weights, densities and float parameters
+given per layer or per tensor (surgeon.merging.settings) are evaluated here, once per tensor, from
+the layout's anatomy. All of it is checked from the headers.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -15,6 +18,7 @@ from typing import Optional
 from surgeon.errors import SurgeonError
 from surgeon.io.checkpoint import Checkpoint
 from surgeon.merging.seam import Input, Plan, make_ops, output_dtype, provenance, run
+from surgeon.merging.settings import where_in
 from surgeon.merging.tasks import TensorTask
 
 
@@ -25,15 +29,30 @@ class MultiPlan(Plan):
 
     def describe(self) -> dict:
         c = self.config
-        models = [{"ref": m.ref, "path": str(ck.path), "family": ck.family.name, "weight": m.weight, "density": m.density}
+        models = [{"ref": m.ref, "path": str(ck.path), "family": ck.family.name, "weight": _plain(m.weight),
+                   "density": _plain(m.density)}
                   for m, ck in zip(c.models, self.checkpoints[1:])]
         base = None
         if c.base:
             ck = self.checkpoints[0]
             base = {"ref": c.base, "path": str(ck.path), "family": ck.family.name}
         params = c.params.model_dump(by_alias=True) if c.params is not None else {}
-        return {"base": base, "layout": str(self.base.path), "models": models, "roles": c.roles,
-                "parameters": params, **self.summary()}
+        for attr, setting in c._settings.items():  # as given: a gradient or conditions
+            params[c.params.model_fields[attr].alias or attr] = _plain(setting)
+        doc = {"base": base, "layout": str(self.base.path), "models": models, "roles": c.roles,
+               "parameters": params, **self.summary()}
+        if c.per_tensor:  # what each merged tensor got
+            doc["values"] = {op.key: op.meta["values"] for op in self.merged}
+        return doc
+
+
+def _plain(setting):
+    """A setting as JSON-ready data."""
+    if isinstance(setting, list):
+        return [_plain(s) for s in setting]
+    if hasattr(setting, "model_dump"):
+        return setting.model_dump(exclude_none=True)
+    return setting
 
 
 def _counterpart(layout: Checkpoint, other: Checkpoint, key: str) -> Optional[str]:
@@ -65,24 +84,42 @@ def selected(layout: Checkpoint, key: str, roles) -> bool:
     return bool(parsed) and parsed[2] in roles and parsed[3] in ("weight", "bias")
 
 
-def build_multi_plan(config, *, allow_pickle: bool = False) -> MultiPlan:
+def open_model(ref: str, key: str, allow_pickle: bool = False) -> Checkpoint:
+    """A model of the config; a surgery directory (a PETL run's adapter alone) gets the way to a model."""
+    from surgeon.api import is_adapter_dir
+    from surgeon.refs import resolve
+
+    try:
+        path = resolve(ref)
+    except SurgeonError:
+        path = None
+    if path is not None and is_adapter_dir(path):
+        raise SurgeonError(f"{key}: {ref} is a surgery directory (an adapter without its model); merges take models: "
+                           f"`surgeon export {ref} --as model --out DIR` folds a LoRA, BitFit or full run into one")
+    return Checkpoint.open(ref, allow_pickle=allow_pickle)
+
+
+def build_multi_plan(config, *, allow_pickle: bool = False) -> Plan:
+    """The plan of a merge config: the same-family plan below, or the method's own (`build`)."""
     module = config.module()
-    models = [Checkpoint.open(m.ref, allow_pickle=allow_pickle) for m in config.models]
-    base = Checkpoint.open(config.base, allow_pickle=allow_pickle) if config.base else None
+    if hasattr(module, "build"):
+        return module.build(config, allow_pickle=allow_pickle)
+    models = [open_model(m.ref, f"models.{i}.ref", allow_pickle) for i, m in enumerate(config.models)]
+    base = open_model(config.base, "base", allow_pickle) if config.base else None
     layout = base or models[0]
     for m, ck in zip(config.models, models):
         if ck.family.name != layout.family.name:
             raise SurgeonError(f"models: {m.ref} is {ck.family.name}, but {layout.path} is {layout.family.name}; "
                                "these merges need models of one family")
     checkpoints = [layout] + models  # input i + 1 is model i; 0 is the base / layout
-    params, needs_base = config.params, module.NEEDS_BASE
-    weights, densities = config.weights, config.densities
+    needs_base = module.NEEDS_BASE
 
     def combine(arrays, op):
         import torch
 
         tensors = [torch.from_numpy(a) for a in arrays]
         base_t, inputs = (tensors[0], tensors[1:]) if needs_base else (None, tensors)
+        weights, densities, params = op.meta["task_values"]
         task = TensorTask(op.key, tuple(inputs), base_t, weights, densities)
         out = module.combine(task, params)
         return out.detach().to(torch.float32).contiguous().numpy()
@@ -108,7 +145,14 @@ def build_multi_plan(config, *, allow_pickle: bool = False) -> MultiPlan:
             if not o.is_float or o.dtype.startswith("F8"):
                 raise SurgeonError(f"models: {m.ref}: {other} is {o.dtype}, not a float tensor (quantised?)")
             inputs.append(Input(j, other))
-        merged[key] = (inputs, combine, {})
+        weights, densities, params = config.values_at(where_in(layout, key))
+        if config.method == "linear" and getattr(params, "normalize", False) and math.fsum(weights) == 0:
+            raise SurgeonError(f"models: linear with normalize = true needs weights that do not sum to 0 (at {key})")
+        values = {"weight": list(weights)} if module.USES_WEIGHT else {}
+        if module.USES_DENSITY:
+            values["density"] = list(densities)
+        values.update({params.model_fields[a].alias or a: getattr(params, a) for a in config._settings})
+        merged[key] = (inputs, combine, {"task_values": (weights, densities, params), "values": values})
     if not merged:
         raise SurgeonError(f"roles: no tensor of {layout.path} has the roles {', '.join(roles or [])}; nothing to merge")
     out_dtype = output_dtype(config.dtype)

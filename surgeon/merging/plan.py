@@ -8,7 +8,7 @@ copied. All shape checks happen here, so a mismatch is reported before anything 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional, Union
 
 from surgeon.errors import SurgeonError
 from surgeon.io.checkpoint import Checkpoint
@@ -43,10 +43,15 @@ class MergePlan(Plan):
     layer_map: dict[int, int] = field(default_factory=dict)  # target layer -> source layer
     bias: bool = True
     seed: int = 0
+    roles: tuple = MERGED_ROLES
 
     def describe(self) -> dict:
         src = self.source
-        return {
+        by_role: dict[str, dict[str, float]] = {}
+        for p in self.pairs:
+            by_role.setdefault(str(p.layer), {})[p.role] = p.lam
+        uniform = all(len(set(v.values())) == 1 for v in by_role.values())
+        doc = {
             "source": {"ref": src.ref, "noise": src.noise,
                        "path": str(src.ckpt.path) if src.ckpt else None,
                        "family": src.ckpt.family.name if src.ckpt else None},
@@ -55,12 +60,15 @@ class MergePlan(Plan):
             "layers": sorted(self.lams),
             "lam": {str(i): lam for i, lam in sorted(self.lams.items())},
             "layer_map": {str(t): s for t, s in self.layer_map.items()},
-            "roles": list(MERGED_ROLES),
+            "roles": list(self.roles),
             "bias": self.bias,
             "seed": self.seed if src.noise else None,
             "noise_stats": src.stats if src.noise in ("source", "target") else None,
             **self.summary(),
         }
+        if not uniform:  # lam given per role (a merge config's conditions)
+            doc["lam_by_role"] = by_role
+        return doc
 
 
 def _shape_text(ckpt: Checkpoint) -> str:
@@ -71,22 +79,28 @@ def _shape_text(ckpt: Checkpoint) -> str:
 def build_plan(
     target: Checkpoint,
     source: Source,
-    lam: str,
+    lam: Union[str, float, Callable[[str, str], float]],
     layers: Optional[str] = None,
     layers_from: Optional[str] = None,
     layer_map: Optional[str] = None,
     bias: bool = True,
     dtype: Optional[str] = None,
     seed: int = 0,
+    roles: tuple = MERGED_ROLES,
 ) -> MergePlan:
+    """lam: --lam's text (one value, or one per layer), or a function (target key, role) -> lam
+    (a merge config's per-layer or per-role setting)."""
+    from dataclasses import replace
+
     from surgeon.merging import mam
 
+    roles = tuple(roles)
     side = CheckpointSide(target)
-    check_attention(side)
+    check_attention(side, roles)
     n_t, h_t = side.num_layers, side.hidden_size
     real = source.ckpt if source.noise is None else None  # a source whose tensors are merged in
     if real is not None and real is not target:
-        check_attention(CheckpointSide(real))
+        check_attention(CheckpointSide(real), roles)
     n_s = real.dims["num_layers"] if real is not None else n_t
     h_s = real.dims["hidden_size"] if real is not None else h_t
 
@@ -117,25 +131,33 @@ def build_plan(
     unmapped = [i for i in chosen if i not in mapping]
     if unmapped:
         raise SurgeonError(f"--layers: target layer {unmapped[0]} has no source layer in --layer-map")
-    lams = parse_lams(lam, chosen, n_t)
+    lam_at = lam if callable(lam) else None
+    lams = parse_lams(lam, chosen, n_t) if lam_at is None else {i: lam_at(side.key(i, roles[0], "weight"), roles[0]) for i in chosen}
     out_dtype = output_dtype(dtype)
 
+    def per_tensor(pairs):
+        if lam_at is None:
+            return pairs
+        return [replace(p, lam=lam_at(side.key(p.layer, p.role, p.leaf), p.role)) for p in pairs]
+
     if real is not None:
-        pairs, notes = mam_pairs(side, real, mapping, lams, bias=bias)
+        pairs, notes = mam_pairs(side, real, mapping, lams, bias=bias, roles=roles)
+        pairs = per_tensor(pairs)
         checkpoints = [target, real]
         merged = {side.key(p.layer, p.role, p.leaf): ([Input(0, side.key(p.layer, p.role, p.leaf)), Input(1, p.source_key)],
                                                        mam.lerp, {"layer": p.layer, "role": p.role, "lam": p.lam})
                   for p in pairs}
     else:
         normal = source.noise == "normal"
-        pairs, notes = mam_pairs(side, None, mapping, lams, bias=bias, noise_bias=not normal)
+        pairs, notes = mam_pairs(side, None, mapping, lams, bias=bias, noise_bias=not normal, roles=roles)
+        pairs = per_tensor(pairs)
         if normal and bias:
             notes.append("N(0, 1) replaces weights only: the biases stay the target's")
         checkpoints = [target] if source.ckpt is None or source.ckpt is target else [target, source.ckpt]
         merged = mam.noise_ops(source, side, pairs, seed, stats_index=len(checkpoints) - 1)
     ops = make_ops(target, merged, out_dtype)
     return MergePlan("mam", checkpoints, ops, out_dtype, notes, source=source, target=target, pairs=pairs,
-                     lams=lams, layer_map={i: mapping[i] for i in chosen}, bias=bias, seed=seed)
+                     lams=lams, layer_map={i: mapping[i] for i in chosen}, bias=bias, seed=seed, roles=roles)
 
 
 def open_source(ref: str, target: Checkpoint, noise_from: Optional[str] = None, allow_pickle: bool = False,

@@ -51,22 +51,29 @@ class PromptTokens(nn.Module):
 
 
 def _drop(mask, start: int, n: int):
-    """Remove n positions at start from a layer's attention mask ([..., Tq, Tk]), as the tokens left."""
+    """Remove n positions at start from a layer's attention mask ([..., Tq, Tk], or a frame mask [B, T]),
+    as the tokens left."""
     if n == 0 or mask is None or not torch.is_tensor(mask) or mask.dim() < 2:
         return mask
-    for dim in (-1, -2):
+    for dim in (-1,) if mask.dim() == 2 else (-1, -2):
         if mask.shape[dim] != 1:
             mask = torch.cat([mask.narrow(dim, 0, start), mask.narrow(dim, start + n, mask.shape[dim] - start - n)],
                              dim=dim)
     return mask
 
 
-def _insert(mask, start: int, n: int):
-    """Open a layer's attention mask ([..., Tq, Tk], bool or additive) to n prompt positions at start:
-    every query may attend to the prompts, and the prompts attend where the first token (CLS, or the
-    first frame) does, so they never see padding, which would reach every token through them."""
+def _insert(mask, start: int, n: int, marks_padding: bool = False):
+    """Open a layer's attention mask to n prompt positions at start.
+
+    A 4-D mask ([..., Tq, Tk], bool or additive): every query may attend to the prompts, and the prompts
+    attend where the first token (CLS, or the first frame) does, so they never see padding, which would
+    reach every token through them. A 2-D mask is a frame mask [B, T] (WavLM hands each layer the
+    encoder's keep mask, 1 = a real frame; `marks_padding`: True = padded): the prompts are kept."""
     if mask is None or not torch.is_tensor(mask) or mask.dim() < 2:
         return mask
+    if mask.dim() == 2:
+        keep = torch.full((mask.shape[0], n), not marks_padding, dtype=mask.dtype, device=mask.device)
+        return torch.cat([mask[:, :start], keep, mask[:, start:]], dim=1)
     for dim in (-1, -2):
         if mask.shape[dim] == 1:
             continue
@@ -87,9 +94,10 @@ class PromptIn(SurgeonHook):
 
     pre = True
 
-    def __init__(self, method, attr, start: int, count: int, first: bool, dropped: int = 0):
+    def __init__(self, method, attr, start: int, count: int, first: bool, dropped: int = 0, marks_padding: bool = False):
         super().__init__(method, attr)
         self.start, self.count, self.first, self.dropped = start, count, first, dropped
+        self.marks_padding = marks_padding  # a 2-D frame mask is True on padding (the family's encoder_mask)
 
     def __call__(self, module, args, kwargs):
         h = first_input(args, kwargs)
@@ -110,7 +118,7 @@ class PromptIn(SurgeonHook):
         mask_at = 1 if len(args) > 1 else None
         mask = args[1] if mask_at else kwargs.get("attention_mask")
         if torch.is_tensor(mask) and mask.shape[-1] == base_len:  # every layer gets the base model's mask
-            mask = _insert(_drop(mask, s, dropped), s, n)
+            mask = _insert(_drop(mask, s, dropped), s, n, self.marks_padding)
             if mask_at:
                 args = (args[0], mask, *args[2:])
             else:
@@ -168,7 +176,8 @@ class PromptMethod(Method):
             if i == 0 or opts["deep"]:
                 ref = next(layer.parameters())
                 layer.add_module(self.attr, PromptTokens(n, target.hidden_size).to(device=ref.device, dtype=ref.dtype))
-            PromptIn(self.name, self.attr, start, n, first=i == 0, dropped=dropped).register(layer)
+            PromptIn(self.name, self.attr, start, n, first=i == 0, dropped=dropped,
+                     marks_padding=target.family.encoder_mask == "pad").register(layer)
         PromptOut(self.name, self.attr, start, n, dropped=dropped).register(target.module(last))
         return []
 

@@ -3,7 +3,8 @@
 Each module declares, as data: NAMES (the config names it answers to), NEEDS_BASE, MODELS
 (min, max number of models; max None for any), USES_WEIGHT / USES_DENSITY (which per-model keys it
 reads), DEFAULTS (per-name parameter defaults, where one module serves several names), a pydantic
-`Params` (method-wide [parameters]) and `combine(task, params) -> Tensor`. Importing this package is
+`Params` (method-wide [parameters]) and `combine(task, params) -> Tensor`; a method whose models are
+not of one family (mam) also has `build(config, allow_pickle=...) -> Plan`, its own plan. Importing this package is
 light; a method's module loads when it is looked up, and torch only when a tensor is combined.
 Adding a method: one module here, its line in _MODULES, its tests.
 """
@@ -21,6 +22,7 @@ _MODULES = {
     "dare-linear": "dare",
     "dare-ties": "dare",
     "slerp": "slerp",
+    "mam": "mam",
 }
 
 

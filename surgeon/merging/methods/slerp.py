@@ -21,6 +21,7 @@ NEEDS_BASE = False
 MODELS = (2, 2)
 USES_WEIGHT = False
 USES_DENSITY = False
+WEIGHT_HINT = "set t in [parameters]"
 DOT_THRESHOLD = 0.9995
 EPS = 1e-8
 
