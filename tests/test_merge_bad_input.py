@@ -34,12 +34,12 @@ def fails(capsys, tmp_path, *args) -> str:
 
 def no_tensor_reads(monkeypatch):
     """Make every way of reading tensor data fail loudly: checks must come from headers alone."""
-    from surgeon.io import writer
+    from surgeon.io import kernel_copy
     from surgeon.merging import stream
 
     monkeypatch.setattr(Checkpoint, "get", lambda self, name: pytest.fail(f"read {name}"))
     monkeypatch.setattr(stream, "read_array", lambda ckpt, name: pytest.fail(f"read {name}"))
-    monkeypatch.setattr(writer, "copy_range", lambda file, *args: pytest.fail(f"copied from {file}"))
+    monkeypatch.setattr(kernel_copy, "copy_range", lambda file, *args, **kw: pytest.fail(f"copied from {file}"))
 
 
 def test_hidden_size_mismatch_names_both_shapes(tiny_dir, tmp_path, capsys, monkeypatch):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from surgeon.errors import SurgeonError
+from surgeon.io.kernel_copy import Copier, pwrite_all
 from surgeon.io.safetensors_header import DTYPE_SIZES, TensorInfo
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3  # transformers' default shard size
@@ -87,32 +88,14 @@ def tensor_bytes(tensor) -> memoryview:
     return memoryview(t.reshape(-1).view(torch.uint8).numpy())
 
 
-def copy_range(file, begin: int, nbytes: int, dst_fd: int) -> None:
-    """Append `nbytes` of `file` from offset `begin` to dst_fd, in the kernel where the filesystem allows."""
-    with open(file, "rb", buffering=0) as f:
-        offset, left = begin, nbytes
-        try:
-            while left:
-                n = os.copy_file_range(f.fileno(), dst_fd, left, offset)
-                if n == 0:
-                    raise SurgeonError(f"{file}: truncated at byte {offset}")
-                offset, left = offset + n, left - n
-        except OSError:  # no in-kernel copy here (another filesystem, an old kernel): plain copy
-            f.seek(offset)
-            while left:
-                chunk = f.read(min(left, 1 << 24))
-                if not chunk:
-                    raise SurgeonError(f"{file}: truncated at byte {offset}") from None
-                os.write(dst_fd, chunk)
-                offset, left = offset + len(chunk), left - len(chunk)
-
-
 class CheckpointWriter:
     """Write a checkpoint into `directory` (an empty folder, normally from atomic_output).
 
     Tensors arrive in plan order by one of three doors: `write` (a torch tensor), `write_bytes` (raw
     little-endian bytes, e.g. from numpy) or `copy_from` (an unchanged tensor of an input file, copied
-    file to file in the kernel; copies of tensors that lie back to back are gathered into one call)."""
+    file to file in the kernel; copies of tensors that lie back to back are gathered into one call).
+    Every tensor's place in its shard is known from the plan, so bytes are written by offset: the
+    copies run on a thread (surgeon.io.kernel_copy) while the caller computes the next tensor."""
 
     def __init__(
         self,
@@ -134,25 +117,34 @@ class CheckpointWriter:
         self.filenames = [filename] if n == 1 else [f"{stem}-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
         self.index_name = f"{stem}.safetensors.index.json"
         self._order = [(si, s) for si, shard in enumerate(self.shards) for s in shard]
+        self._headers = [_header_bytes(shard, self.metadata) for shard in self.shards]
+        self._offsets = []  # where each planned tensor's bytes go in its shard
+        for si, shard in enumerate(self.shards):
+            offset = len(self._headers[si])
+            for s in shard:
+                self._offsets.append(offset)
+                offset += s.nbytes
         self._pos = 0
         self._shard = -1
-        self._fh = None
-        self._pending = None  # [file, begin, end] of input bytes still to copy into the current shard
+        self._files = []  # the open shard files: written by offset, closed once every copy is done
+        self._pending = None  # [file, begin, end, shard, offset]: a run of input bytes not yet copied
+        self._copier = Copier()
 
     def _open(self, si: int):
-        self._flush()
-        if self._fh:
-            self._fh.close()
         self._shard = si
-        self._fh = open(self.directory / self.filenames[si], "wb")
-        self._fh.write(_header_bytes(self.shards[si], self.metadata))
+        self._files.append(open(self.directory / self.filenames[si], "wb", buffering=0))
+        pwrite_all(self._files[-1].fileno(), self._headers[si], 0)
 
     def _flush(self) -> None:
+        """Hand the pending run of copied bytes to the copier thread."""
         if self._pending:
-            file, begin, end = self._pending
+            file, begin, end, si, offset = self._pending
             self._pending = None
-            self._fh.flush()
-            copy_range(file, begin, end - begin, self._fh.fileno())
+            if end > begin:
+                self._copier.submit(file, begin, end - begin, self._fd(si), offset)
+
+    def _fd(self, si: int) -> int:
+        return self._files[si].fileno()  # shards open in order, each once
 
     def _advance(self, name: str, dtype: str, shape) -> TensorSpec:
         """Check that `name` is the next planned tensor, with this dtype and shape; open its shard."""
@@ -177,28 +169,31 @@ class CheckpointWriter:
         if data.nbytes != spec.nbytes:
             raise SurgeonError(f"tensor {name!r}: {data.nbytes} bytes for a planned {spec.nbytes}")
         self._flush()
-        self._fh.write(data)
+        pwrite_all(self._fd(self._shard), data, self._offsets[self._pos - 1])
 
     def copy_from(self, src: TensorInfo, name: str | None = None) -> None:
         """Write the tensor `src` of an input safetensors file unchanged, bit for bit (as `name`)."""
         self._advance(name or src.name, src.dtype, src.shape)
         p = self._pending
-        if p and p[0] == src.file and p[2] == src.begin:
+        if p and p[0] == src.file and p[2] == src.begin and p[3] == self._shard:
             p[2] = src.end
         else:
             self._flush()
-            self._pending = [src.file, src.begin, src.end]
+            self._pending = [src.file, src.begin, src.end, self._shard, self._offsets[self._pos - 1]]
 
     def close(self) -> list[Path]:
-        if self._pos != len(self._order):
-            missing = self._order[self._pos][1].name
-            raise SurgeonError(f"output incomplete: tensor {missing!r} was never written")
-        if not self._order:  # an empty checkpoint is still a valid file
-            self._open(0)
-        if self._fh:
+        try:
+            if self._pos != len(self._order):
+                missing = self._order[self._pos][1].name
+                raise SurgeonError(f"output incomplete: tensor {missing!r} was never written")
+            if not self._order:  # an empty checkpoint is still a valid file
+                self._open(0)
             self._flush()
-            self._fh.close()
-            self._fh = None
+            self._copier.join()  # every copy done (its first error raised here)
+        except BaseException:
+            self._abandon()
+            raise
+        self._close_files()
         if len(self.shards) > 1:
             index = {
                 "metadata": {"total_size": sum(s.nbytes for s in self.specs), **self.metadata},
@@ -213,8 +208,19 @@ class CheckpointWriter:
     def __exit__(self, exc_type, *_):
         if exc_type is None:
             self.close()
-        elif self._fh:
-            self._fh.close()
+        else:
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """Stop the copies and close the files: the output is incomplete (atomic_output removes it)."""
+        self._pending = None
+        self._copier.cancel()
+        self._close_files()
+
+    def _close_files(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files = []
 
 
 def write_checkpoint(
