@@ -142,3 +142,43 @@ def test_merge_help_imports_no_numpy():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_shard_size_splits_every_merge_output_with_the_same_tensors(tiny_dir, tmp_path, capsys):
+    """--shard-size on merge (flags and config) and merge-lora: an index and several shards whose
+    tensors are those of the one-file output, bit for bit, and transformers loads it."""
+    import torch
+    from surgeon_cli.main import run
+
+    from surgeon.io.checkpoint import Checkpoint
+    from test_merge_seam import write_config
+
+    def cli(*args):
+        try:
+            run([str(a) for a in args])
+        except SystemExit as e:
+            return e.code
+        return 0
+
+    src, tgt = tiny_dir("bert"), tiny_dir("hubert")
+    cfg = write_config(tmp_path / "m.toml", "linear", [{"ref": src}, {"ref": src, "weight": 0.5}])
+    from test_lora_merge_surgeon import make_surgeon_adapter
+
+    adapter, _, _ = make_surgeon_adapter(src, tmp_path / "adapter", head=False)
+    cases = {"mam": ("merge", "--source", src, "--target", tgt, "--lam", "0.3"), "config": ("merge", cfg),
+             "lora": ("merge-lora", src, "--adapter", adapter)}
+    for name, args in cases.items():
+        assert cli(*args, "--out", tmp_path / f"{name}-one") == 0
+        assert cli(*args, "--shard-size", "40KB", "--out", tmp_path / f"{name}-sharded") == 0
+        sharded = tmp_path / f"{name}-sharded"
+        assert (sharded / "model.safetensors.index.json").is_file() and len(list(sharded.glob("model-*.safetensors"))) > 1
+        one, many = Checkpoint.open(tmp_path / f"{name}-one"), Checkpoint.open(sharded)
+        assert list(one.keys()) == list(many.keys())
+        for key in one.keys():
+            assert one.get(key).contiguous().view(torch.uint8).equal(many.get(key).contiguous().view(torch.uint8)), key
+    from surgeon.hf import load_pretrained
+
+    load_pretrained(tmp_path / "mam-sharded")  # transformers reads the index
+    capsys.readouterr()
+    assert cli("merge", *cases["mam"][1:], "--shard-size", "lots", "--out", tmp_path / "bad") == 2
+    assert "--shard-size: 'lots' is not a size" in capsys.readouterr().err and not (tmp_path / "bad").exists()

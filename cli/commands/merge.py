@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from surgeon_cli.options import option
+from surgeon_cli.options import option, parse_size
 from surgeon_cli.render import console, human_bytes, print_json
 
 
@@ -34,6 +34,7 @@ def merge(
     noise_stats: str = typer.Option("model", "--noise-stats", help="Noise statistics: model (pooled over the model's q/k/v, the paper's reading) or tensor (per matrix)."),
     seed: int = option("seed", 0, more="Of the noise baselines."),
     dtype: Optional[str] = option("dtype"),
+    shard_size: Optional[str] = option("shard_size"),
     dry_run: bool = option("dry_run", False, more="The plan, from the headers."),
     as_json: bool = option("json", False, more="The plan or the result."),
     force: bool = option("force", False),
@@ -55,7 +56,7 @@ def merge(
         if given:
             raise SurgeonError(f"{given[0]}: a MAM flag; with a merge config, the config says what to merge")
         return _merge_config(config, out, dtype=dtype, dry_run=dry_run, as_json=as_json, force=force,
-                             allow_pickle=allow_pickle, fmt=fmt, roles=roles)
+                             allow_pickle=allow_pickle, fmt=fmt, roles=roles, shard_size=shard_size)
     for flag, value in (("--source", source), ("--target", target), ("--lam", lam)):
         if value is None:
             raise SurgeonError(f"{flag}: missing (MAM needs --source, --target and --lam; or give a merge config)")
@@ -66,6 +67,7 @@ def merge(
 
     chosen = parse_roles(roles) if roles is not None else ROLES
     plan = build_plan(tgt, src, lam, layers, layers_from, layer_map, bias, dtype, seed, roles=chosen)
+    plan.shard_bytes = parse_size(shard_size)
     _finish_mam(plan, out, fmt, dry_run=dry_run, as_json=as_json, force=force)
 
 
@@ -75,6 +77,10 @@ def _finish_mam(plan, out, fmt, *, dry_run: bool, as_json: bool, force: bool) ->
 
     tgt = plan.target
     fmt = output_format(tgt, fmt)
+    if plan.shard_bytes is not None and tgt.extras is not None and fmt == "pt":
+        from surgeon.errors import SurgeonError
+
+        raise SurgeonError("--shard-size: a .pt output is one file; --format safetensors writes a sharded directory")
     doc = plan.describe()
     if dry_run:
         print_json(doc) if as_json else _render_plan(doc)
@@ -94,7 +100,7 @@ def _finish_mam(plan, out, fmt, *, dry_run: bool, as_json: bool, force: bool) ->
 
 
 def _merge_config(path: str, out, *, dtype, dry_run: bool, as_json: bool, force: bool, allow_pickle: bool,
-                  fmt: Optional[str] = None, roles: Optional[str] = None) -> None:
+                  fmt: Optional[str] = None, roles: Optional[str] = None, shard_size: Optional[str] = None) -> None:
     from surgeon.errors import SurgeonError
     from surgeon.merging.config import load_config, parse_roles
     from surgeon.merging.multi import MultiPlan, build_multi_plan, run_multi
@@ -105,6 +111,7 @@ def _merge_config(path: str, out, *, dtype, dry_run: bool, as_json: bool, force:
     if roles is not None:  # and --roles its roles
         config = config.model_copy(update={"roles": parse_roles(roles)})
     plan = build_multi_plan(config, allow_pickle=allow_pickle)
+    plan.shard_bytes = parse_size(shard_size)
     if not isinstance(plan, MultiPlan):  # a method with its own plan: MAM
         return _finish_mam(plan, out, fmt, dry_run=dry_run, as_json=as_json, force=force)
     if fmt is not None:
@@ -180,6 +187,7 @@ def merge_lora(
     adapter: Optional[str] = typer.Option(None, "--adapter", help="surgeon adapter dir (inject --out) or PEFT adapter dir."),
     out: Optional[str] = option("out", more="A model directory (a plain model, no LoRA left)."),
     dtype: Optional[str] = option("dtype"),
+    shard_size: Optional[str] = option("shard_size"),
     verify: bool = typer.Option(False, "--verify/--no-verify", help="Run unmerged and merged on a probe input; print the max difference."),
     dry_run: bool = option("dry_run", False, more="Checks and prints what would be folded."),
     as_json: bool = option("json", False),
@@ -200,6 +208,7 @@ def merge_lora(
         raise SurgeonError(f"--verify: {model}: running the models needs a safetensors model directory with config.json")
     lora = read_adapter(adapter, allow_pickle) if adapter else read_embedded(base)
     plan = build_fold(base, lora, dtype)
+    plan.shard_bytes = parse_size(shard_size)
     doc = plan.describe()
     if not dry_run:
         doc["out"] = str(run_fold(plan, out, force=force))

@@ -96,7 +96,8 @@ def write_dir(plan, out, *, force: bool = False) -> Path:
     extras = plan.base.extras
     with atomic_output(out, force=force, inputs=_inputs(plan)) as tmp:
         write_model_dir(tmp, plan.base, plan.specs, emitter(plan), record=record,
-                        record_file=RECORD_FILE, metadata_key=METADATA_KEY, dtype=plan.dtype)
+                        record_file=RECORD_FILE, metadata_key=METADATA_KEY, dtype=plan.dtype,
+                        max_shard_bytes=plan.shard_bytes)
         doc = directory_config(extras["cfg"], extras.get("label_dict"))
         (tmp / CONFIG_NAME).write_text(json.dumps(doc, indent=2) + "\n")
     return Path(out)

@@ -30,11 +30,12 @@ def write_model_dir(
     drop_metadata: Iterable[str] = (),
     skip_files: Iterable[str] = (),
     dtype: str | None = None,
+    max_shard_bytes: int | None = None,
 ) -> list[Path]:
     metadata = {k: v for k, v in base.metadata.items() if k not in set(drop_metadata)}
     metadata.setdefault("format", "pt")
     metadata[metadata_key] = json.dumps(record, separators=(",", ":"))
-    files = write_streamed(tmp, specs, emit, metadata)
+    files = write_streamed(tmp, specs, emit, metadata, max_shard_bytes)
     skip = set(skip_files) | {record_file}
     for f in base.sibling_files():
         if f.name not in skip:

@@ -56,6 +56,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)  # what the user should know (a bias kept, ...)
     extra_inputs: list[Path] = field(default_factory=list)  # further files never to be overwritten
     views: bool = True  # combine functions get read-only mapped views (False: private writable copies)
+    shard_bytes: Optional[int] = None  # largest weights file written (--shard-size); None: 5 GiB
 
     @property
     def base(self) -> Checkpoint:
@@ -165,6 +166,7 @@ def run(plan: Plan, out: str | Path, *, record: dict, force: bool = False, drop_
         write_model_dir(
             tmp, plan.base, plan.specs, emitter(plan), record=record, record_file=RECORD_FILE,
             metadata_key=METADATA_KEY, drop_metadata=drop_metadata, skip_files=skip_files, dtype=plan.dtype,
+            max_shard_bytes=plan.shard_bytes,
         )
     return Path(out)
 

@@ -132,9 +132,12 @@ def put(writer: CheckpointWriter, spec: TensorSpec, data) -> None:
     writer.write_bytes(spec.name, spec.dtype, spec.shape, data)
 
 
-def write_streamed(directory, specs: list[TensorSpec], emit, metadata=None) -> list:
-    """Write every planned tensor; `emit(writer, spec)` writes it once (put or copy_tensor)."""
-    writer = CheckpointWriter(directory, specs, metadata)
+def write_streamed(directory, specs: list[TensorSpec], emit, metadata=None, max_shard_bytes=None) -> list:
+    """Write every planned tensor; `emit(writer, spec)` writes it once (put or copy_tensor). Shards of at
+    most `max_shard_bytes` (None: transformers' 5 GiB)."""
+    from surgeon.io.writer import DEFAULT_MAX_SHARD_BYTES
+
+    writer = CheckpointWriter(directory, specs, metadata, max_shard_bytes=max_shard_bytes or DEFAULT_MAX_SHARD_BYTES)
     with writer:
         for spec in writer.specs:
             emit(writer, spec)
