@@ -30,35 +30,87 @@ def lambda_field():
 
 def magnitude_trim(delta, density: float):
     """Keep the top `density` fraction of `delta` by magnitude (k = int(density * numel), at least 1, as
-    mergekit counts), zero the rest."""
-    import torch
-
+    mergekit counts), zero the rest; `delta` is not modified. Exactly k elements are kept: of elements
+    whose magnitude equals the k-th largest, the lowest flat indices (see top_k_mask)."""
     if density >= 1.0:
         return delta
-    k = max(1, int(density * delta.numel()))
-    out = torch.zeros_like(delta)
-    if delta.numel():
-        flat = delta.reshape(-1)
-        keep = torch.topk(flat.abs(), k, sorted=False).indices
-        out.view(-1)[keep] = flat[keep]
-    return out
+    return magnitude_trim_(delta.clone(), density)
 
 
-def elected_positive(weighted: list, consensus: Consensus):
-    """Per element: is the elected sign + ? (the sign of the sum of the weighted vectors, or of the sum
-    of their signs for "count"; a tie elects +)."""
-    votes = None
-    for wd in weighted:
-        v = wd if consensus == "sum" else wd.sign()
-        votes = v.clone() if votes is None else votes.add_(v)
-    return votes >= 0
+def magnitude_trim_(delta, density: float):
+    """magnitude_trim in place (the merge's own task vectors). The magnitude is taken in float32."""
+    import torch
+
+    n = delta.numel()
+    if density >= 1.0 or n == 0:
+        return delta
+    k = max(1, int(density * n))
+    magnitude = delta.detach().abs() if delta.dtype == torch.float32 else delta.detach().float().abs()
+    flat = magnitude.numpy().reshape(-1)
+    kth, unique = _kth_largest(flat, k)
+    if kth == 0.0 and unique is not None:  # k or more zeros: every non-zero is kept, the zeros are 0
+        return delta
+    if unique:  # exactly k elements >= the k-th largest: the mask is one comparison, made in place
+        keep = magnitude.ge_(float(kth))  # 1.0 / 0.0, float: no bool -> float conversion in the product
+    else:
+        keep = torch.from_numpy(top_k_mask(flat, k, selected=(kth, unique))).reshape(delta.shape)
+    return delta.mul_(keep)  # a dropped finite x becomes +-0.0, equal to 0
+
+
+def _kth_largest(flat, k: int):
+    """(the k-th largest value of the 1-d float32 array `flat`, unique) for 1 <= k < n, O(n) by one
+    introselect (np.partition, a copy): unique is True when exactly k elements are >= it (no tie at
+    the threshold), False when some are equal to it beyond the k, None when NaNs are among them."""
+    import numpy as np
+
+    n = flat.size
+    part = np.partition(flat, n - k)  # NaNs go last, as the largest
+    kth = part[n - k]
+    if np.isnan(part[-1]):
+        return kth, None
+    return kth, bool(n - k == 0 or part[: n - k].max() < kth)
+
+
+def top_k_mask(magnitude, k: int, *, selected=None):
+    """Boolean mask of the `k` largest entries of `magnitude` (a non-negative float32 numpy array), exactly
+    k of them: everything above the k-th largest value, then, of the entries equal to it, the lowest flat
+    indices first (a deterministic tie rule; torch.topk leaves ties to the implementation). NaN counts as
+    the largest value, as in torch.topk. O(n): one introselect, two comparisons. `selected`: the
+    _kth_largest result, where the caller has it."""
+    import numpy as np
+
+    flat = magnitude.reshape(-1)
+    n = flat.size
+    if k >= n:
+        return np.ones(magnitude.shape, dtype=bool)
+    keep = np.zeros(n, dtype=bool)
+    if k <= 0:
+        return keep.reshape(magnitude.shape)
+    kth, unique = selected if selected is not None else _kth_largest(flat, k)
+    if np.isnan(kth):  # k or fewer non-NaN entries can be kept: NaNs only, lowest index first
+        keep[np.flatnonzero(np.isnan(flat))[:k]] = True
+        return keep.reshape(magnitude.shape)
+    np.greater(flat, kth, out=keep)
+    if unique is None:
+        keep |= np.isnan(flat)
+    at = flat == kth
+    if unique:  # no tie beyond the k-th: every equal entry is kept
+        keep |= at
+    else:
+        need = k - int(np.count_nonzero(keep))  # entries equal to the k-th value still to keep (>= 1)
+        keep[np.flatnonzero(at)[:need]] = True
+    return keep.reshape(magnitude.shape)
 
 
 def merge_task_vectors(task, *, lam: float, normalize: bool, consensus: Optional[Consensus] = None,
                        sparsify: Optional[Callable] = None):
     """base + lam * (normalised) sum of weighted, sparsified task vectors; see the module docstring.
-    sparsify(delta, model_index, density) -> delta, applied where density < 1. One model at a time,
-    accumulated in place: memory is the n weighted vectors plus a few tensors."""
+    sparsify(delta, model_index, density) -> delta, applied where density < 1, may work in place on
+    delta (the merge's own). Memory: the n task vectors plus a few tensors of the same size.
+
+    With a consensus, the sum runs in "elected space": t_i = w_i d_i * e with e = +-1 the elected sign,
+    so an agreeing element is t_i > 0 and the sum of agreeing ones is the sum of max(t_i, 0); every
+    product with e is exact, so the result equals the definition's operation for operation."""
     import torch
 
     if task.base is None:
@@ -67,32 +119,83 @@ def merge_task_vectors(task, *, lam: float, normalize: bool, consensus: Optional
     shortcut = _exact_input(task, lam, normalize)
     if shortcut is not None:
         return shortcut
-    weighted = []
-    for i, x in enumerate(task.inputs):
-        d = x - base
+    def task_vector(i):
+        d = torch.sub(task.inputs[i], base)
         if sparsify is not None and densities[i] < 1.0:
             d = sparsify(d, i, densities[i])
-        weighted.append(d.mul_(weights[i]))
-    if consensus is not None:
-        elected = torch.where(elected_positive(weighted, consensus), 1.0, -1.0).to(base.dtype)
-        mixed = torch.zeros_like(base)
-        divisor = torch.zeros_like(base)
-        for w, wd in zip(weights, weighted):
-            agree = (wd * elected > 0).to(base.dtype)  # a zero agrees with neither sign
-            mixed.addcmul_(wd, agree)
-            divisor.add_(agree, alpha=w)
-        divisor.masked_fill_(divisor == 0, 1.0)
-    else:
+        if weights[i] != 1.0:  # x * 1.0 is x: the pass is skipped, not a rounding
+            d.mul_(weights[i])
+        return d
+
+    weighted = _map(task_vector, range(len(task.inputs)), base.numel())
+    if consensus is None:
         mixed = weighted[0]
         for wd in weighted[1:]:
             mixed.add_(wd)
+        del weighted
         total = float(sum(weights))
-        divisor = total if abs(total) >= 1e-8 else 1.0
-    if normalize:
-        mixed = mixed.div_(divisor)
+        if normalize:
+            mixed.div_(total if abs(total) >= 1e-8 else 1.0)
+    else:
+        elected = _elected_sign(weighted, consensus)
+        mixed = divisor = agree = None
+        for w, t in zip(weights, weighted):
+            t.mul_(elected)  # into elected space; exact
+            if normalize:
+                agree = torch.gt(t, 0.0, out=agree if agree is not None else torch.empty_like(t))  # 1.0 / 0.0
+                divisor = agree.mul(w) if divisor is None else divisor.add_(agree, alpha=w)  # w * 1.0 exact
+            t.clamp_(min=0.0)  # a disagreeing element (or a zero) adds 0
+            mixed = t if mixed is None else mixed.add_(t)
+        del weighted, t, agree
+        if normalize:
+            if min(weights) > 0.0:  # a non-zero divisor is >= the smallest weight; 0 -> it, over a mixed of 0
+                divisor.clamp_(min=min(weights))
+            else:
+                divisor.add_(divisor == 0)  # no agreeing model: divide by 1
+            mixed.div_(divisor)
+            del divisor
+        mixed.mul_(elected)  # back from elected space; exact
+        del elected
     if lam != 1.0:
-        mixed = mixed.mul_(lam)
+        mixed.mul_(lam)
     return mixed.add_(base)
+
+
+# below this many elements a tensor's task vectors are made one after the other
+PARALLEL_MIN = 1 << 18
+
+
+def _map(fn, items, numel: int) -> list:
+    """[fn(i) for i in items], two at a time for large tensors: the trim's selection (numpy) runs on
+    one core and releases the GIL, so two models' trims use the machine's two. Each result depends on
+    its own inputs only, so the order of work changes nothing."""
+    items = list(items)
+    if len(items) < 2 or numel < PARALLEL_MIN:
+        return [fn(i) for i in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(fn, items))
+
+
+def _elected_sign(weighted: list, consensus: Consensus):
+    """Per element the elected sign as +-1.0: the sign of the sum of the weighted vectors, or of the sum
+    of their signs for "count"; a tie (0) elects +. (-0.0 only sums from all-zero terms, which agree
+    with neither sign, so copysign's -1 there changes nothing.)"""
+    import torch
+
+    terms = weighted if consensus == "sum" else (torch.sign(wd) for wd in weighted)
+    votes = None
+    for v in terms:
+        if votes is None:
+            votes = v
+        elif votes is weighted[0]:
+            votes = torch.add(votes, v)  # a new tensor: the weighted vectors stay as they are
+        else:
+            votes.add_(v)
+    if votes is weighted[0]:
+        votes = votes.clone()
+    return torch.full_like(votes, 1.0).copysign_(votes)
 
 
 def _exact_input(task, lam: float, normalize: bool):
