@@ -45,9 +45,14 @@ def magnitude_trim_(delta, density: float):
     if density >= 1.0 or n == 0:
         return delta
     k = max(1, int(density * n))
-    magnitude = delta.detach().abs() if delta.dtype == torch.float32 else delta.detach().float().abs()
+    def magnitude_of(out=None):
+        d = delta.detach()
+        return torch.abs(d, out=out) if d.dtype == torch.float32 else torch.abs(d.float(), out=out)
+
+    magnitude = magnitude_of()
     flat = magnitude.numpy().reshape(-1)
-    kth, unique = _kth_largest(flat, k)
+    kth, unique = _kth_largest(flat, k, in_place=True)  # no copy: the magnitude is made again below
+    magnitude_of(out=magnitude)
     if kth == 0.0 and unique is not None:  # k or more zeros: every non-zero is kept, the zeros are 0
         return delta
     if unique:  # exactly k elements >= the k-th largest: the mask is one comparison, made in place
@@ -57,14 +62,19 @@ def magnitude_trim_(delta, density: float):
     return delta.mul_(keep)  # a dropped finite x becomes +-0.0, equal to 0
 
 
-def _kth_largest(flat, k: int):
+def _kth_largest(flat, k: int, *, in_place: bool = False):
     """(the k-th largest value of the 1-d float32 array `flat`, unique) for 1 <= k < n, O(n) by one
-    introselect (np.partition, a copy): unique is True when exactly k elements are >= it (no tie at
-    the threshold), False when some are equal to it beyond the k, None when NaNs are among them."""
+    introselect (np.partition; in_place: reorders `flat` instead of copying it): unique is True when
+    exactly k elements are >= it (no tie at the threshold), False when some are equal to it beyond the
+    k, None when NaNs are among them."""
     import numpy as np
 
     n = flat.size
-    part = np.partition(flat, n - k)  # NaNs go last, as the largest
+    if in_place:
+        flat.partition(n - k)
+        part = flat
+    else:
+        part = np.partition(flat, n - k)  # NaNs go last, as the largest
     kth = part[n - k]
     if np.isnan(part[-1]):
         return kth, None
@@ -106,11 +116,9 @@ def merge_task_vectors(task, *, lam: float, normalize: bool, consensus: Optional
                        sparsify: Optional[Callable] = None):
     """base + lam * (normalised) sum of weighted, sparsified task vectors; see the module docstring.
     sparsify(delta, model_index, density) -> delta, applied where density < 1, may work in place on
-    delta (the merge's own). Memory: the n task vectors plus a few tensors of the same size.
-
-    With a consensus, the sum runs in "elected space": t_i = w_i d_i * e with e = +-1 the elected sign,
-    so an agreeing element is t_i > 0 and the sum of agreeing ones is the sum of max(t_i, 0); every
-    product with e is exact, so the result equals the definition's operation for operation."""
+    delta (the merge's own). Memory: the n task vectors plus a few tensors of the same size (the
+    consensus works in chunks of CHUNK elements). The task vectors of two models are made at a time
+    for large tensors (see _map)."""
     import torch
 
     if task.base is None:
@@ -119,6 +127,7 @@ def merge_task_vectors(task, *, lam: float, normalize: bool, consensus: Optional
     shortcut = _exact_input(task, lam, normalize)
     if shortcut is not None:
         return shortcut
+
     def task_vector(i):
         d = torch.sub(task.inputs[i], base)
         if sparsify is not None and densities[i] < 1.0:
@@ -137,28 +146,53 @@ def merge_task_vectors(task, *, lam: float, normalize: bool, consensus: Optional
         if normalize:
             mixed.div_(total if abs(total) >= 1e-8 else 1.0)
     else:
-        elected = _elected_sign(weighted, consensus)
-        mixed = divisor = agree = None
-        for w, t in zip(weights, weighted):
-            t.mul_(elected)  # into elected space; exact
-            if normalize:
-                agree = torch.gt(t, 0.0, out=agree if agree is not None else torch.empty_like(t))  # 1.0 / 0.0
-                divisor = agree.mul(w) if divisor is None else divisor.add_(agree, alpha=w)  # w * 1.0 exact
-            t.clamp_(min=0.0)  # a disagreeing element (or a zero) adds 0
-            mixed = t if mixed is None else mixed.add_(t)
-        del weighted, t, agree
-        if normalize:
-            if min(weights) > 0.0:  # a non-zero divisor is >= the smallest weight; 0 -> it, over a mixed of 0
-                divisor.clamp_(min=min(weights))
-            else:
-                divisor.add_(divisor == 0)  # no agreeing model: divide by 1
-            mixed.div_(divisor)
-            del divisor
-        mixed.mul_(elected)  # back from elected space; exact
-        del elected
+        # the consensus is element-wise: run it in chunks that stay in the CPU's cache, into the
+        # first task vector's memory (each chunk reads only its own elements)
+        out = weighted[0].reshape(-1)
+        flats = [wd.reshape(-1) for wd in weighted]
+        base_flat = base.reshape(-1)
+        for start in range(0, out.numel(), CHUNK):
+            part = slice(start, start + CHUNK)
+            _consensus_chunk([f[part] for f in flats], weights, base_flat[part], out[part],
+                             lam=lam, normalize=normalize, consensus=consensus)
+        return weighted[0]
     if lam != 1.0:
         mixed.mul_(lam)
     return mixed.add_(base)
+
+
+# elements per chunk of the consensus (float32: 256 KiB a tensor, a few of them fit in L2)
+CHUNK = 1 << 16
+
+
+def _consensus_chunk(weighted: list, weights, base, out, *, lam: float, normalize: bool, consensus: Consensus):
+    """out = base + lam * (disjoint mean or sum of the agreeing weighted vectors), for one chunk; the
+    weighted chunks are consumed (out may be weighted[0]).
+
+    It runs in "elected space": t_i = w_i d_i * e with e = +-1 the elected sign, so an agreeing element
+    is t_i > 0 and the sum of the agreeing ones is the sum of max(t_i, 0); every product with e is
+    exact, so the result equals the definition's operations, in its order."""
+    import torch
+
+    elected = _elected_sign(weighted, consensus)
+    mixed = divisor = agree = None
+    for w, t in zip(weights, weighted):
+        t.mul_(elected)  # into elected space; exact
+        if normalize:
+            agree = torch.gt(t, 0.0, out=agree if agree is not None else torch.empty_like(t))  # 1.0 / 0.0
+            divisor = agree.mul(w) if divisor is None else divisor.add_(agree, alpha=w)  # w * 1.0 exact
+        t.clamp_(min=0.0)  # a disagreeing element (or a zero) adds 0
+        mixed = t if mixed is None else mixed.add_(t)
+    if normalize:
+        if min(weights) > 0.0:  # a non-zero divisor is >= the smallest weight; 0 -> it, over a mixed of 0
+            divisor.clamp_(min=min(weights))
+        else:
+            divisor.add_(divisor == 0)  # no agreeing model: divide by 1
+        mixed.div_(divisor)
+    mixed.mul_(elected)  # back from elected space; exact
+    if lam != 1.0:
+        mixed.mul_(lam)
+    torch.add(mixed, base, out=out)
 
 
 # below this many elements a tensor's task vectors are made one after the other
