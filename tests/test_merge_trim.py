@@ -116,3 +116,23 @@ def test_ties_on_a_large_tensor_equals_the_definition_in_parallel_and_in_turn(we
     in_turn = merge_task_vectors(task, lam=0.9, normalize=True, consensus="sum", sparsify=trim)
     assert torch.equal(parallel, in_turn)
     torch.testing.assert_close(parallel, _reference_ties(task, lam=0.9), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 16])
+def test_chunked_paths_equal_the_whole_tensor_operations(chunk, monkeypatch):
+    from surgeon.merging.methods import linear, make_params
+
+    monkeypatch.setattr(common, "CHUNK", chunk)  # chunk boundaries inside the tensor, and a last short one
+    g = torch.Generator().manual_seed(8)
+    base = torch.randn(37, 29, generator=g)
+    xs = tuple(base + torch.randn(base.shape, generator=g) for _ in range(3))
+    ws = (0.5, 1.0, -0.3)
+    task = TensorTask("w", xs, base, ws, (0.5, 0.4, 0.6))
+    lin = xs[0] * ws[0] + xs[1] * ws[1] + xs[2] * ws[2]
+    assert torch.equal(linear.combine(task, make_params("linear", {"normalize": False})), lin)
+    assert torch.equal(linear.combine(task, make_params("linear", {})), lin / sum(ws))
+    ds = [(x - base) * w for x, w in zip(xs, ws)]
+    assert torch.equal(merge_task_vectors(task, lam=0.7, normalize=False), (ds[0] + ds[1] + ds[2]) * 0.7 + base)
+    trim = lambda d, i, density: magnitude_trim_(d, density)  # noqa: E731
+    ties = merge_task_vectors(task, lam=0.9, normalize=True, consensus="sum", sparsify=trim)
+    assert torch.equal(ties, _reference_ties(task, lam=0.9))

@@ -136,6 +136,8 @@ def merge_task_vectors(task, *, lam: float, normalize: bool, consensus: Optional
             d.mul_(weights[i])
         return d
 
+    if consensus is None and (sparsify is None or all(d >= 1.0 for d in densities)):
+        return _task_arithmetic_chunked(task, lam=lam, normalize=normalize)
     weighted = _map(task_vector, range(len(task.inputs)), base.numel())
     if consensus is None:
         mixed = weighted[0]
@@ -151,14 +153,46 @@ def merge_task_vectors(task, *, lam: float, normalize: bool, consensus: Optional
         out = weighted[0].reshape(-1)
         flats = [wd.reshape(-1) for wd in weighted]
         base_flat = base.reshape(-1)
-        for start in range(0, out.numel(), CHUNK):
-            part = slice(start, start + CHUNK)
+        for part in chunks(out.numel()):
             _consensus_chunk([f[part] for f in flats], weights, base_flat[part], out[part],
                              lam=lam, normalize=normalize, consensus=consensus)
         return weighted[0]
     if lam != 1.0:
         mixed.mul_(lam)
     return mixed.add_(base)
+
+
+def _task_arithmetic_chunked(task, *, lam: float, normalize: bool):
+    """The merge without sparsification or consensus, element-wise in cache-sized chunks straight from
+    the inputs into the output (no full-size task vector): the same operations, in the same order."""
+    import torch
+
+    base = task.base.reshape(-1)
+    inputs = [x.reshape(-1) for x in task.inputs]
+    out = torch.empty_like(base)
+    buf = torch.empty(min(CHUNK, base.numel()), dtype=base.dtype)
+    total = float(sum(task.weights))
+    divisor = total if abs(total) >= 1e-8 else 1.0
+    for part in chunks(base.numel()):
+        acc, b = out[part], base[part]
+        tmp = buf[: acc.numel()]
+        for i, (w, x) in enumerate(zip(task.weights, inputs)):
+            d = torch.sub(x[part], b, out=acc if i == 0 else tmp)
+            if w != 1.0:
+                d.mul_(w)
+            if i:
+                acc.add_(d)
+        if normalize:
+            acc.div_(divisor)
+        if lam != 1.0:
+            acc.mul_(lam)
+        acc.add_(b)
+    return out.reshape(task.base.shape)
+
+
+def chunks(numel: int):
+    """Slices of CHUNK elements covering range(numel)."""
+    return (slice(start, start + CHUNK) for start in range(0, numel, CHUNK))
 
 
 # elements per chunk of the consensus (float32: 256 KiB a tensor, a few of them fit in L2)
