@@ -5,7 +5,8 @@ Measured side by side in one run, each command in its own process (wall time; pe
                                      vs  cp of the target's weights (the I/O floor)
   surgeon merge-lora                 vs  peft PeftModel.from_pretrained + merge_and_unload + save_pretrained
                                      vs  cp of the base's weights
-  surgeon merge ties.toml (3 models) vs  load all four state dicts + TIES per tensor + save_file
+  surgeon merge ties.toml (3 models) vs  load all four state dicts + TIES per tensor (mergekit's way:
+                                         torch.topk, boolean masks) + save_file
                                      vs  reading the four inputs once (cat > /dev/null)
   (--only linear, task-arithmetic: the same for those methods; linear has no base, so three inputs)
 Goals: peak memory <= 1/4 of the naive way's, wall time <= 1/2 of it; MAM within 1.5x of cp, an
@@ -83,25 +84,44 @@ model.save_pretrained(out)
 """
 
 
-# an N-model merge the naive way: every state dict in memory, the method per tensor, save_file
+# an N-model merge the naive way: every state dict in memory, the method per tensor written as one
+# would without surgeon (mergekit's way: stacked task vectors, torch.topk, boolean masks), save_file
 NAIVE_MULTI = """
-import json, sys, torch
+import sys, torch
 from safetensors.torch import load_file, save_file
-from surgeon.merging.methods import make_params, method
-from surgeon.merging.tasks import TensorTask
 name, base, out, *models = sys.argv[1:]
-m, params = method(name), make_params(name, {})
-b = load_file((base if m.NEEDS_BASE else models[0]) + "/model.safetensors")
+b = load_file((models[0] if name == "linear" else base) + "/model.safetensors")
 ms = [load_file(p + "/model.safetensors") for p in models]
-density = 0.5 if m.USES_DENSITY else 1.0
+w = torch.ones(len(ms))
+
+def ties(x, base, density=0.5):
+    deltas = []
+    for xi in x:
+        d = (xi - base).reshape(-1)
+        kept = torch.zeros_like(d)
+        idx = torch.topk(d.abs(), max(1, int(density * d.numel())), sorted=False).indices
+        kept[idx] = d[idx]
+        deltas.append(kept)
+    wd = torch.stack(deltas) * w[:, None]
+    sign = torch.where(wd.sum(0) >= 0, 1.0, -1.0)
+    mask = torch.sign(wd) == sign
+    divisor = (w[:, None] * mask).sum(0)
+    divisor[divisor == 0] = 1.0
+    return base + ((wd * mask).sum(0) / divisor).reshape(base.shape)
+
 merged = {}
 for k, t in b.items():
-    if t.is_floating_point():
-        task = TensorTask(k, tuple(x[k].float() for x in ms), t.float() if m.NEEDS_BASE else None,
-                          (1.0,) * len(ms), (density,) * len(ms))
-        merged[k] = m.combine(task, params).to(t.dtype)
-    else:
+    if not t.is_floating_point():
         merged[k] = t
+        continue
+    x = [m[k].float() for m in ms]
+    if name == "linear":
+        r = sum(wi * xi for wi, xi in zip(w, x)) / w.sum()
+    elif name == "task-arithmetic":
+        r = t.float() + sum(wi * (xi - t.float()) for wi, xi in zip(w, x))
+    else:
+        r = ties(x, t.float())
+    merged[k] = r.to(t.dtype)
 save_file(merged, out, metadata={"format": "pt"})
 """
 

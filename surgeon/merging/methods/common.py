@@ -9,6 +9,10 @@ consensus, the weighted sum, the optional normalisation and the lambda scale.
     mixed     = sum_i wd_i * mask_i
     divisor   = sum_i w_i * mask_i  (consensus; 0 -> 1)   or   sum_i w_i  (|.| < 1e-8 -> 1)
     result    = base + lambda * (mixed / divisor if normalize else mixed)
+
+The code follows these operations in this order (each chunked path gives the same floats), so
+results equal the definition's; the sign consensus is computed as sums of max(+-wd_i, 0), exact
+rewrites of the masked sums (see _consensus_chunk).
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ def magnitude_trim_(delta, density: float):
     if density >= 1.0 or n == 0:
         return delta
     k = max(1, int(density * n))
+
     def magnitude_of(out=None):
         d = delta.detach()
         return torch.abs(d, out=out) if d.dtype == torch.float32 else torch.abs(d.float(), out=out)
