@@ -16,6 +16,8 @@ rewrites of the masked sums (see _consensus_chunk).
 """
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from typing import Callable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -54,17 +56,51 @@ def magnitude_trim_(delta, density: float):
         d = delta.detach()
         return torch.abs(d, out=out) if d.dtype == torch.float32 else torch.abs(d.float(), out=out)
 
-    magnitude = magnitude_of()
-    flat = magnitude.numpy().reshape(-1)
-    kth, unique = _kth_largest(flat, k, in_place=True)  # no copy: the magnitude is made again below
-    magnitude_of(out=magnitude)
-    if kth == 0.0 and unique is not None:  # k or more zeros: every non-zero is kept, the zeros are 0
-        return delta
-    if unique:  # exactly k elements >= the k-th largest: the mask is one comparison, made in place
-        keep = magnitude.ge_(float(kth))  # 1.0 / 0.0, float: no bool -> float conversion in the product
-    else:
+    with _scratch(n) as work:  # reused memory: a fresh array costs its page faults, and slows the select
+        magnitude = magnitude_of(out=work.view(delta.shape))
+        flat = work.numpy()
+        kth, unique = _kth_largest(flat, k, in_place=True)  # no copy: `flat` is reordered, made again below
+        if kth == 0.0 and unique is not None:  # k or more zeros: every non-zero is kept, the zeros are 0
+            return delta
+        if unique:  # exactly k elements >= the k-th largest: one comparison, chunk by chunk in the cache
+            kth, rows = float(kth), delta.reshape(-1)
+            for part in chunks(n):
+                d = rows[part]
+                keep = torch.abs(d if d.dtype == torch.float32 else d.float(), out=work[: d.numel()])
+                d.mul_(keep.ge_(kth))  # 1.0 / 0.0 in float: no bool -> float conversion in the product
+            return delta
+        magnitude_of(out=magnitude)
         keep = torch.from_numpy(top_k_mask(flat, k, selected=(kth, unique))).reshape(delta.shape)
     return delta.mul_(keep)  # a dropped finite x becomes +-0.0, equal to 0
+
+
+_POOL: list = []  # float32 scratch tensors, reused from tensor to tensor (at most POOL_SIZE kept)
+POOL_SIZE = 2  # one per concurrent trim (_map runs two)
+_POOL_LOCK = threading.Lock()
+
+
+@contextmanager
+def _scratch(numel: int):
+    """A flat float32 tensor of `numel` elements from the pool, returned to it afterwards: memory stays
+    at POOL_SIZE times the largest tensor, allocated once."""
+    import torch
+
+    with _POOL_LOCK:
+        fits = [b for b in _POOL if b.numel() >= numel]
+        buf = min(fits, key=lambda b: b.numel()) if fits else None
+        if buf is not None:
+            _POOL.remove(buf)
+        elif _POOL:
+            _POOL.remove(min(_POOL, key=lambda b: b.numel()))  # too small: replaced by a larger one
+    if buf is None:
+        buf = torch.empty(numel, dtype=torch.float32)
+    try:
+        yield buf[:numel]
+    finally:
+        with _POOL_LOCK:
+            _POOL.append(buf)
+            while len(_POOL) > POOL_SIZE:
+                _POOL.remove(min(_POOL, key=lambda b: b.numel()))
 
 
 def _kth_largest(flat, k: int, *, in_place: bool = False):
@@ -247,6 +283,8 @@ def _map(fn, items, numel: int) -> list:
         return [fn(i) for i in items]
     from concurrent.futures import ThreadPoolExecutor
 
+    # threads for this tensor only: a thread kept alive keeps its OpenMP team spinning, which slows
+    # every torch op of the main thread (measured: 2x)
     with ThreadPoolExecutor(max_workers=2) as pool:
         return list(pool.map(fn, items))
 
