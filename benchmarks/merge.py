@@ -5,8 +5,10 @@ Measured side by side in one run, each command in its own process (wall time; pe
                                      vs  cp of the target's weights (the I/O floor)
   surgeon merge-lora                 vs  peft PeftModel.from_pretrained + merge_and_unload + save_pretrained
                                      vs  cp of the base's weights
-  surgeon merge ties.toml (3 models) vs  load all four state dicts + TIES per tensor + save_file
-                                     vs  reading the four inputs once (cat > /dev/null), and cp of the base
+  surgeon merge ties.toml (3 models) vs  load all four state dicts + TIES per tensor (mergekit's way:
+                                         torch.topk, boolean masks) + save_file
+                                     vs  reading the four inputs once (cat > /dev/null)
+  (--only linear, task-arithmetic: the same for those methods; linear has no base, so three inputs)
 Goals: peak memory <= 1/4 of the naive way's, wall time <= 1/2 of it; MAM within 1.5x of cp, an
 N-model merge within 1.2x of reading its inputs once. Beside the MAM merge, its fixed cost: the same
 command with --dry-run (interpreter, imports, typer's parsing, the plan from the headers).
@@ -21,7 +23,7 @@ layer) for the base. --size small (6 x 512) is a quick run of the same compariso
 
 ViT -> BEATs (--only beats): a vit-base-shaped ViTModel into an iter3-shaped authors' .pt, output a .pt.
 
-    python -m benchmarks.merge [--size large|small] [--repeats 1] [--only mam,lora,ties,beats]
+    python -m benchmarks.merge [--size large|small] [--repeats 1] [--only mam,lora,ties,task-arithmetic,linear,beats]
 """
 from __future__ import annotations
 
@@ -86,22 +88,44 @@ model.save_pretrained(out)
 """
 
 
-NAIVE_TIES = """
+# an N-model merge the naive way: every state dict in memory, the method per tensor written as one
+# would without surgeon (mergekit's way: stacked task vectors, torch.topk, boolean masks), save_file
+NAIVE_MULTI = """
 import sys, torch
 from safetensors.torch import load_file, save_file
-from surgeon.merging.methods import make_params, method
-from surgeon.merging.tasks import TensorTask
-base, out, *models = sys.argv[1:]
-b = load_file(base + "/model.safetensors")
-ms = [load_file(m + "/model.safetensors") for m in models]
-ties, params = method("ties"), make_params("ties", {})
+name, base, out, *models = sys.argv[1:]
+b = load_file((models[0] if name == "linear" else base) + "/model.safetensors")
+ms = [load_file(p + "/model.safetensors") for p in models]
+w = torch.ones(len(ms))
+
+def ties(x, base, density=0.5):
+    deltas = []
+    for xi in x:
+        d = (xi - base).reshape(-1)
+        kept = torch.zeros_like(d)
+        idx = torch.topk(d.abs(), max(1, int(density * d.numel())), sorted=False).indices
+        kept[idx] = d[idx]
+        deltas.append(kept)
+    wd = torch.stack(deltas) * w[:, None]
+    sign = torch.where(wd.sum(0) >= 0, 1.0, -1.0)
+    mask = torch.sign(wd) == sign
+    divisor = (w[:, None] * mask).sum(0)
+    divisor[divisor == 0] = 1.0
+    return base + ((wd * mask).sum(0) / divisor).reshape(base.shape)
+
 merged = {}
 for k, t in b.items():
-    if t.is_floating_point():
-        task = TensorTask(k, tuple(m[k].float() for m in ms), t.float(), (1.0,) * len(ms), (0.5,) * len(ms))
-        merged[k] = ties.combine(task, params).to(t.dtype)
-    else:
+    if not t.is_floating_point():
         merged[k] = t
+        continue
+    x = [m[k].float() for m in ms]
+    if name == "linear":
+        r = sum(wi * xi for wi, xi in zip(w, x)) / w.sum()
+    elif name == "task-arithmetic":
+        r = t.float() + sum(wi * (xi - t.float()) for wi, xi in zip(w, x))
+    else:
+        r = ties(x, t.float())
+    merged[k] = r.to(t.dtype)
 save_file(merged, out, metadata={"format": "pt"})
 """
 
@@ -202,10 +226,15 @@ def report(res: dict, ours: str, naive: str, floor: str) -> None:
     print(f"  time   {ours} / {floor}: {tw / cw:.2f}  (goal <= {goal:g})")
 
 
-def ties_config(path: Path, base: Path, models: list[Path]) -> Path:
-    lines = ['method = "ties"', f'base = "{base}"']
+# the N-model cases (--only): method -> (needs the base, density); 3 models, weight 1 each
+MULTI = {"ties": (True, 0.5), "task-arithmetic": (True, None), "linear": (False, None)}
+
+
+def multi_config(path: Path, method: str, base: Path, models: list[Path]) -> Path:
+    needs_base, density = MULTI[method]
+    lines = [f'method = "{method}"'] + ([f'base = "{base}"'] if needs_base else [])
     for m in models:
-        lines += ["[[models]]", f'ref = "{m}"', "weight = 1.0", "density = 0.5"]
+        lines += ["[[models]]", f'ref = "{m}"', "weight = 1.0"] + ([f"density = {density}"] if density else [])
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -221,7 +250,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="runs of each command (medians of wall time)")
     ap.add_argument("--size", choices=sorted(SIZES), default="large", help="bert-large shapes, or a quick small run")
     ap.add_argument("--only", default="mam,lora,ties", help="which comparisons to run (comma list of mam, lora, "
-                    "ties, beats: ViT -> BEATs .pt)")
+                    "ties, task-arithmetic, linear: the N-model merges; beats: ViT -> BEATs .pt)")
     args = ap.parse_args()
     only = set(args.only.split(","))
     if "beats" in only:
@@ -249,8 +278,9 @@ def main() -> None:
         mam(bert, hubert, scratch, py, args.repeats)
     if "lora" in only:
         lora(bert, args.size, scratch, py, args.repeats)
-    if "ties" in only:
-        ties(bert, args.size, shape, scratch, py, args.repeats)
+    rows = {m: multi(m, bert, args.size, shape, scratch, py, args.repeats) for m in MULTI if m in only}
+    if rows:
+        side_by_side(rows)
     shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -284,22 +314,35 @@ def lora(bert, size, scratch, py, repeats) -> None:
     report(res, "surgeon merge-lora", "naive (peft merge_and_unload)", "cp base")
 
 
-def ties(bert, size, shape, scratch, py, repeats) -> None:
+def multi(method, bert, size, shape, scratch, py, repeats) -> tuple:
+    """One N-model merge (3 models of bert's shape, plus the base where the method has one) against
+    the naive way and against reading its inputs once."""
     from transformers import BertConfig
 
     models = [random_checkpoint(CACHE / f"bert-{size}-shaped-task{j}", BertConfig(**shape), "BertModel", seed=10 + j)
               for j in range(3)]
-    config = ties_config(scratch / "ties.toml", bert, models)
-    files = [str(p / "model.safetensors") for p in (bert, *models)]
-    warm(bert, *models)
-    res = compare(f"TIES merge of 3 models (bert-{size}-shaped, density 0.5)", {
-        "surgeon merge ties.toml": (surgeon_cmd("merge", config, "--out", scratch / "ties"), scratch / "ties"),
-        "naive (load all, torch)": ([py, "-c", NAIVE_TIES, str(bert), str(scratch / "naive.safetensors"),
-                                     *map(str, models)], scratch / "naive.safetensors"),
-        "read inputs once": (["sh", "-c", 'cat "$@" > /dev/null', "sh", *files], None),
-        "cp base": (["cp", files[0], str(scratch / "cp.safetensors")], scratch / "cp.safetensors"),
+    inputs = ([bert] if MULTI[method][0] else []) + models
+    config = multi_config(scratch / f"{method}.toml", method, bert, models)
+    files = [str(p / "model.safetensors") for p in inputs]
+    warm(*inputs)
+    what = f", density {MULTI[method][1]}" if MULTI[method][1] else ""
+    ours, naive, floor = f"surgeon merge {method}.toml", "naive (load all, torch)", "read inputs once"
+    res = compare(f"{method} merge of 3 models (bert-{size}-shaped{what}; inputs: {len(files)} files)", {
+        ours: (surgeon_cmd("merge", config, "--out", scratch / method), scratch / method),
+        naive: ([py, "-c", NAIVE_MULTI, method, str(bert), str(scratch / "naive.safetensors"), *map(str, models)],
+                scratch / "naive.safetensors"),
+        floor: (["sh", "-c", 'cat "$@" > /dev/null', "sh", *files], None),
     }, repeats)
-    report(res, "surgeon merge ties.toml", "naive (load all, torch)", "read inputs once")
+    report(res, ours, naive, floor)
+    return res[ours], res[naive], res[floor]
+
+
+def side_by_side(rows: dict) -> None:
+    """The N-model merges in one table: time and memory against the naive way and the read floor."""
+    print("\nN-model merges side by side (3 models; time ratios, goal: vs floor <= 1.2)")
+    print(f"  {'method':<16} {'surgeon':>8} {'naive':>8} {'floor':>7} {'/naive':>7} {'/floor':>7} {'mem/naive':>9}")
+    for name, ((tw, tm), (nw, nm), (fw, _)) in rows.items():
+        print(f"  {name:<16} {tw:7.2f}s {nw:7.2f}s {fw:6.2f}s {tw / nw:7.3f} {tw / fw:7.2f} {tm / nm:9.3f}")
 
 
 def beats_case(repeats: int) -> None:

@@ -115,9 +115,13 @@ def build_multi_plan(config, *, allow_pickle: bool = False) -> Plan:
     needs_base = module.NEEDS_BASE
 
     def combine(arrays, op):
+        import warnings
+
         import torch
 
-        tensors = [torch.from_numpy(a) for a in arrays]
+        with warnings.catch_warnings():  # read-only mapped views: the methods never write into inputs
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensors = [torch.from_numpy(a) for a in arrays]
         base_t, inputs = (tensors[0], tensors[1:]) if needs_base else (None, tensors)
         weights, densities, params = op.meta["task_values"]
         task = TensorTask(op.key, tuple(inputs), base_t, weights, densities)
@@ -157,8 +161,9 @@ def build_multi_plan(config, *, allow_pickle: bool = False) -> Plan:
         raise SurgeonError(f"roles: no tensor of {layout.path} has the roles {', '.join(roles or [])}; nothing to merge")
     out_dtype = output_dtype(config.dtype)
     ops = make_ops(layout, merged, out_dtype)
-    # methods compute in torch and may work in place: they get private copies, not mapped views
-    return MultiPlan(config.method, checkpoints, ops, out_dtype, views=False, config=config)
+    # methods read their inputs as read-only views of the mapped files (no read copy) and write only
+    # into tensors of their own (tests/test_merge_methods.py checks the inputs stay unchanged)
+    return MultiPlan(config.method, checkpoints, ops, out_dtype, views=True, config=config)
 
 
 def run_multi(plan: MultiPlan, out: str | Path, *, force: bool = False) -> Path:

@@ -51,10 +51,11 @@ def keep_mask(shape, density: float, seed: int, key: str, index: int):
 
 
 def drop_and_rescale(delta, density: float, seed: int, key: str, index: int, rescale: bool = True):
+    """In place: delta is the merge's own task vector."""
     if density >= 1.0:
         return delta
-    kept = delta * keep_mask(delta.shape, density, seed, key, index)
-    return kept / density if rescale else kept
+    delta.mul_(keep_mask(delta.shape, density, seed, key, index))
+    return delta.div_(density) if rescale else delta
 
 
 def combine(task, params: Params):

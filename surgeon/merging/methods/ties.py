@@ -4,7 +4,7 @@ trimmed vectors, sum the weighted vectors agreeing with it (a disjoint mean with
 by the sum of the agreeing weights), scale by lambda, add to the base."""
 from __future__ import annotations
 
-from surgeon.merging.methods.common import BaseParams, Consensus, lambda_field, magnitude_trim, merge_task_vectors
+from surgeon.merging.methods.common import BaseParams, Consensus, lambda_field, magnitude_trim_, merge_task_vectors
 
 NAMES = ("ties",)
 NEEDS_BASE = True
@@ -21,4 +21,4 @@ class Params(BaseParams):
 
 def combine(task, params: Params):
     return merge_task_vectors(task, lam=params.lambda_, normalize=params.normalize, consensus=params.consensus,
-                              sparsify=lambda d, i, density: magnitude_trim(d, density))
+                              sparsify=lambda d, i, density: magnitude_trim_(d, density))
