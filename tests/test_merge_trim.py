@@ -136,3 +136,15 @@ def test_chunked_paths_equal_the_whole_tensor_operations(chunk, monkeypatch):
     trim = lambda d, i, density: magnitude_trim_(d, density)  # noqa: E731
     ties = merge_task_vectors(task, lam=0.9, normalize=True, consensus="sum", sparsify=trim)
     assert torch.equal(ties, _reference_ties(task, lam=0.9))
+
+
+def test_scratch_memory_is_reused_across_sizes():
+    # the magnitude goes into pooled scratch tensors: a larger tensor, then smaller ones, then larger
+    # again must each be trimmed as if alone
+    g = torch.Generator().manual_seed(9)
+    for n in (5000, 30, 5000, 12000, 7):
+        d = torch.randn(n, generator=g)
+        k = max(1, int(0.4 * n))
+        expected = d * torch.from_numpy(top_k_mask(d.abs().numpy(), k))
+        assert torch.equal(magnitude_trim(d, 0.4), expected), n
+    assert len(common._POOL) <= common.POOL_SIZE
